@@ -1,0 +1,1 @@
+//! NT kernel services (work in progress).
