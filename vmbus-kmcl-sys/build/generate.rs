@@ -125,7 +125,7 @@ fn configure(headers: &Headers, wdk_mode: bool) -> bindgen::Builder {
         .clang_args(headers.clang_args(wdk_mode))
         .use_core()
         .ctypes_prefix("::core::ffi")
-        .rust_target(bindgen::RustTarget::stable(82, 0).expect("a valid Rust version"))
+        .rust_target(bindgen::RustTarget::stable(84, 0).expect("a valid Rust version"))
         .allowlist_item(KMCL_ITEMS)
         // Bound through `cc` wrappers in a separate pass, and always through the Rust twin.
         .blocklist_function(INLINE_FNS)
@@ -179,7 +179,10 @@ fn wdk_include_dir() -> Option<PathBuf> {
     if let Some(dir) = env::var_os("VMBUS_KMCL_WDK_INCLUDE_DIR") {
         return Some(PathBuf::from(dir));
     }
-    let pairs = [("WDKContentRoot", "WDKVersion"), ("WindowsSdkDir", "WindowsSDKVersion")];
+    let pairs = [
+        ("WDKContentRoot", "WDKVersion"),
+        ("WindowsSdkDir", "WindowsSDKVersion"),
+    ];
     pairs.iter().find_map(|(root, version)| {
         let root = env::var_os(root)?;
         let version = env::var(version).ok()?;
@@ -187,7 +190,9 @@ fn wdk_include_dir() -> Option<PathBuf> {
             .join("Include")
             .join(version.trim_end_matches(['\\', '/']))
             .join("km");
-        dir.join("VmbusKernelModeClientLibApi.h").exists().then_some(dir)
+        dir.join("VmbusKernelModeClientLibApi.h")
+            .exists()
+            .then_some(dir)
     })
 }
 
@@ -343,7 +348,10 @@ pub fn run(manifest_dir: &Path, out_dir: &Path, bindings: &Path) {
         "build/generate.rs",
         "build/wdk_guids.c",
     ] {
-        println!("cargo::rerun-if-changed={}", manifest_dir.join(file).display());
+        println!(
+            "cargo::rerun-if-changed={}",
+            manifest_dir.join(file).display()
+        );
     }
     if headers.wdk.is_some() {
         println!("cargo::rustc-cfg=vmbus_kmcl_wdk_mode");
