@@ -12,7 +12,6 @@
     reason = "the C names of the Windows kernel headers"
 )]
 
-
 use core::ffi::c_void;
 
 /// An NT status code: signed 32 bits, the top two bits giving the severity.
@@ -149,7 +148,9 @@ mod structs {
             // SAFETY: both members are plain integers covering all 8 bytes, so every bit pattern
             // is a valid `LONGLONG`.
             let value = unsafe { self.QuadPart };
-            f.debug_struct("LARGE_INTEGER").field("QuadPart", &value).finish()
+            f.debug_struct("LARGE_INTEGER")
+                .field("QuadPart", &value)
+                .finish()
         }
     }
 

@@ -1,6 +1,6 @@
 //! Rust twins of the header's static-inline helpers, which have no exported symbol.
 
-use crate::{VMB_CHANNEL_STATE_CHANGE_CALLBACKS, ULONG};
+use crate::{ULONG, VMB_CHANNEL_STATE_CHANGE_CALLBACKS};
 
 /// The `Version` that [`VMB_CHANNEL_STATE_CHANGE_CALLBACKS`] must carry.
 pub const VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION: ULONG = 1;

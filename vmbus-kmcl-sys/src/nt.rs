@@ -11,7 +11,6 @@
     reason = "the C names of the Windows kernel headers"
 )]
 
-
 use crate::base::{BOOLEAN, HANDLE, NTSTATUS, UCHAR};
 use core::ffi::c_void;
 
