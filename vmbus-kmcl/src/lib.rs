@@ -1,2 +1,64 @@
-//! Safe wrapper of the VMBus Kernel Mode Client Library (work in progress).
+//! Safe, zero-cost Rust for the Hyper-V **VMBus Kernel Mode Client Library** (KMCL).
+//!
+//! KMCL is the Windows kernel API that virtualization service providers (VSPs, in the root
+//! partition) and their guest-side clients (VSCs) use to offer and open VMBus channels, exchange
+//! packets, share memory and save/restore channel state. This crate wraps the raw declarations
+//! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types:
+//!
+//! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not
+//!   finished yet" are values of the functions that return them, never errors.
+//! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
+//! * [`ProcessContext`] and [`UserHandle`]: a user-mode handle usable only while the thread runs
+//!   in the process that owns it, enforced at compile time.
+//! * [`ServerChannelInit`]: a server channel being initialised, which borrows the kernel handle
+//!   naming its VM.
+//!
+//! The crate is `#![no_std]` and needs no allocator. On a host, the `vmbus-kmcl-sim` crate
+//! emulates KMCL and the kernel, so the same code runs in `cargo test`.
+//!
+//! # The seed flow
+//!
+//! A VSP learns which VM to serve from the VM worker process: the worker opens the VM's VMBus
+//! device and sends the user-mode handle in an IOCTL. The driver's dispatch routine runs in the
+//! worker's thread, so it can convert the handle into a kernel handle there; the kernel handle
+//! is valid everywhere and goes to the server channel it sets up.
+//!
+//! ```
+//! use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, Result, ServerChannelInit, UserHandle};
+//! use vmbus_kmcl_sys::HANDLE;
+//!
+//! /// IRP_MJ_DEVICE_CONTROL, running in the worker process's thread (IRQL PASSIVE_LEVEL).
+//! fn on_set_vmbus_handle_ioctl(raw: HANDLE) -> Result<KernelHandle> {
+//!     with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+//! }
+//!
+//! /// Later, in any thread: offer a channel to that VM.
+//! fn offer(device: DeviceRef<'_>, vm: &KernelHandle) -> Result<()> {
+//!     let mut channel = ServerChannelInit::allocate(device)?;
+//!     channel.set_vmbus_handle(vm)?;
+//!     // ... the other init setters, then enable (see the channel builder).
+//!     Ok(())
+//! }
+//! # let _ = (on_set_vmbus_handle_ioctl, offer);
+//! ```
+//!
+//! What the compiler rejects (each case is a compile-fail test): a [`UserHandle`] escaping its
+//! scope, sent to another thread, or used with another scope's context; a user handle of the
+//! outer process used inside an attach to another process; a [`KernelHandle`] used after it
+//! was moved or closed; converting a raw handle without a [`ProcessContext`].
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod channel;
+mod error;
+mod handle;
+mod process;
+mod status;
+
+pub use channel::{DeviceRef, ServerChannelInit};
+pub use error::{Error, Result};
+pub use handle::KernelHandle;
+pub use process::{with_current_process, ProcessContext, ProcessRef, UserHandle};
+pub use status::{to_result, NtStatus, Severity};
+
+pub use vmbus_kmcl_sys as sys;

@@ -1,0 +1,209 @@
+//! The seed flow on the emulated kernel: a user-mode VMBus handle of a worker process converted
+//! into a kernel handle, with the process rules and the handle accounting observed.
+
+use core::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vmbus_kmcl::{with_current_process, Error, KernelHandle, NtStatus, ProcessRef, UserHandle};
+use vmbus_kmcl_sim::nt::{self, Object, Process, Violation};
+use vmbus_kmcl_sys::HANDLE;
+
+/// A bus id of its own for each test, so tests running in parallel never share accounting.
+fn fresh_bus_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1 << 40);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn handles_are_one_pointer_wide() {
+    assert_eq!(size_of::<KernelHandle>(), size_of::<HANDLE>());
+    assert_eq!(size_of::<Option<KernelHandle>>(), size_of::<HANDLE>());
+    assert_eq!(size_of::<UserHandle<'_>>(), size_of::<HANDLE>());
+}
+
+#[test]
+fn conversion_in_the_owning_process_yields_a_kernel_handle_closed_once_on_drop() {
+    let bus = fresh_bus_id();
+    let worker = Process::new("vmwp");
+    let raw = worker.open_vmbus_handle(bus);
+
+    let kernel = {
+        let _in_worker = worker.enter();
+        with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+    }
+    .expect("conversion in the owning process succeeds");
+
+    assert!(nt::is_open_kernel_handle(kernel.as_raw()));
+    assert_eq!(nt::kernel_vmbus_handle_bus(kernel.as_raw()), Some(bus));
+    assert_eq!(worker.open_kernel_handles(), 1);
+    // The kernel handle outlives the scope and works from any process.
+    let value = kernel.as_raw();
+    drop(kernel);
+    assert!(!nt::is_open_kernel_handle(value));
+    assert_eq!(worker.open_kernel_handles(), 0);
+    assert_eq!(nt::open_kernel_handles_for_bus(bus), 0);
+    assert!(
+        nt::take_violations(Some(value)).is_empty(),
+        "closed exactly once"
+    );
+    // The user handle is untouched: it still belongs to the worker.
+    assert_eq!(worker.open_handles(), 1);
+}
+
+#[test]
+fn conversion_from_another_process_fails_with_invalid_handle_and_opens_nothing() {
+    let bus = fresh_bus_id();
+    let worker = Process::new("vmwp");
+    let other = Process::new("other");
+    let raw = worker.open_vmbus_handle(bus);
+
+    let result = {
+        let _in_other = other.enter();
+        with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+    };
+
+    assert_eq!(result.unwrap_err(), Error::Status(NtStatus::INVALID_HANDLE));
+    assert_eq!(nt::open_kernel_handles_for_bus(bus), 0);
+    assert_eq!(
+        worker.open_kernel_handles() + other.open_kernel_handles(),
+        0
+    );
+    assert_eq!(worker.open_handles(), 1);
+}
+
+#[test]
+fn invalid_and_wrong_type_handles_map_to_their_errors() {
+    let worker = Process::new("vmwp");
+    let file = worker.open_handle(Object::Other);
+    let _in_worker = worker.enter();
+    let closed = worker.open_vmbus_handle(fresh_bus_id());
+    assert!(worker.close_handle(closed));
+
+    let results = with_current_process(|cx| {
+        [
+            UserHandle::new(core::ptr::null_mut(), cx).to_kernel_handle(),
+            UserHandle::new(closed, cx).to_kernel_handle(),
+            UserHandle::new(file, cx).to_kernel_handle(),
+        ]
+        .map(|r| r.map(|_| ()))
+    });
+    assert_eq!(
+        results,
+        [
+            Err(Error::Status(NtStatus::INVALID_HANDLE)),
+            Err(Error::Status(NtStatus::INVALID_HANDLE)),
+            Err(Error::Status(NtStatus::OBJECT_TYPE_MISMATCH)),
+        ]
+    );
+    assert_eq!(worker.open_kernel_handles(), 0);
+}
+
+#[test]
+fn close_reports_the_status_and_hands_the_handle_back_once() {
+    let bus = fresh_bus_id();
+    let worker = Process::new("vmwp");
+    let raw = worker.open_vmbus_handle(bus);
+    let _in_worker = worker.enter();
+    let kernel = with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle()).unwrap();
+    let value = kernel.as_raw();
+
+    assert_eq!(kernel.close(), Ok(()));
+    assert!(!nt::is_open_kernel_handle(value));
+
+    // into_raw gives up ownership: nothing is closed until the caller does it.
+    let kernel = with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle()).unwrap();
+    let raw_kernel = kernel.into_raw();
+    assert!(nt::is_open_kernel_handle(raw_kernel));
+    // SAFETY: `raw_kernel` is an open kernel handle this test owns, handed back once.
+    let again = unsafe { KernelHandle::from_raw(raw_kernel) }.expect("not NULL");
+    drop(again);
+    assert_eq!(nt::open_kernel_handles_for_bus(bus), 0);
+    assert!(nt::take_violations(Some(raw_kernel)).is_empty());
+}
+
+#[test]
+fn the_emulator_reports_a_double_close() {
+    let worker = Process::new("vmwp");
+    let raw = worker.open_vmbus_handle(fresh_bus_id());
+    let _in_worker = worker.enter();
+    let kernel = with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle()).unwrap();
+    let value = kernel.into_raw();
+    // SAFETY: each `from_raw` claims ownership of the same handle: this is the misuse the
+    // emulator must catch, and only the second close can fail (the handle is a plain value).
+    let (first, second) = unsafe {
+        (
+            KernelHandle::from_raw(value).unwrap(),
+            KernelHandle::from_raw(value).unwrap(),
+        )
+    };
+    assert_eq!(first.close(), Ok(()));
+    assert_eq!(second.close(), Err(Error::Status(NtStatus::INVALID_HANDLE)));
+    assert_eq!(
+        nt::take_violations(Some(value)),
+        vec![Violation::DoubleClose(value.addr())]
+    );
+}
+
+#[test]
+fn attach_runs_in_the_target_process_and_restores_the_previous_one() {
+    let bus = fresh_bus_id();
+    let worker = Process::new("vmwp");
+    let raw = worker.open_vmbus_handle(bus);
+    let worker_ref = ProcessRef::lookup(raw_id(&worker)).expect("the worker exists");
+    assert_eq!(worker_ref.as_raw(), worker.as_eprocess());
+
+    // A system thread (not in the worker) attaches to it and converts there.
+    let kernel = with_current_process(|cx| {
+        assert_eq!(cx.process(), nt::system_process().as_eprocess());
+        let kernel = cx.attach(&worker_ref, |attached| {
+            assert_eq!(attached.process(), worker.as_eprocess());
+            UserHandle::new(raw, attached).to_kernel_handle()
+        });
+        assert_eq!(nt::current_process().id(), nt::system_process().id());
+        assert_eq!(nt::attach_depth(), 0);
+        kernel
+    })
+    .expect("converted while attached");
+    assert_eq!(nt::kernel_vmbus_handle_bus(kernel.as_raw()), Some(bus));
+    drop(kernel);
+    drop(worker_ref);
+    assert_eq!(
+        worker.outstanding_references(),
+        0,
+        "the lookup reference was dropped"
+    );
+}
+
+#[test]
+fn attach_detaches_when_the_closure_panics() {
+    let worker = Process::new("vmwp");
+    let worker_ref = ProcessRef::lookup(raw_id(&worker)).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        with_current_process(|cx| {
+            cx.attach(&worker_ref, |_| {
+                assert_eq!(nt::current_process().id(), worker.id());
+                panic!("driver bug inside the attached region");
+            })
+        })
+    }));
+    assert!(result.is_err());
+    assert_eq!(nt::attach_depth(), 0);
+    // An unbalanced or missing detach would leave the worker attached.
+    assert_eq!(nt::current_process().id(), nt::system_process().id());
+}
+
+#[test]
+fn lookup_of_an_unknown_process_fails() {
+    let missing = std::ptr::null_mut::<u8>().wrapping_add(3).cast();
+    assert_eq!(
+        ProcessRef::lookup(missing).unwrap_err(),
+        Error::Status(NtStatus::INVALID_CID)
+    );
+}
+
+fn raw_id(process: &Process) -> HANDLE {
+    // CAST: sim process ids are small.
+    std::ptr::null_mut::<u8>()
+        .wrapping_add(process.id() as usize)
+        .cast()
+}
