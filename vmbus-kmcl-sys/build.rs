@@ -4,9 +4,12 @@
 //!   default that is a copy of the checked-in `src/bindings.rs`; with the `bindgen` feature they
 //!   are generated from `wrapper.h`, and the header's static-inline functions are compiled with
 //!   `cc` (their declarations go to `$OUT_DIR/inline_fns.rs`).
-//! * WDK mode (`bindgen` feature plus `VMBUS_KMCL_WDK_INCLUDE_DIR`, or the WDK's own environment):
-//!   the WDK's directory comes first on the include path, so `wrapper.h` picks up Microsoft's
-//!   header, and `cc` instantiates the interface GUIDs from it.
+//! * WDK mode (`bindgen` feature plus `VMBUS_KMCL_WDK_INCLUDE_DIR`, the WDK's own environment,
+//!   or on a Windows host the `wdk-build` feature): the WDK's directories come first on the
+//!   include path, so `wrapper.h` picks up Microsoft's header; `cc` instantiates the interface
+//!   GUIDs from it and reports the layout of its interface tables (`build/wdk_layout.c`), which
+//!   `tests/wdk_mode.rs` compares with the Rust structures. The build sets
+//!   `cfg(vmbus_kmcl_wdk_mode)`. See `build/generate.rs`.
 //! * Linking: the import library override for the root-side driver.
 
 use std::env;
@@ -54,7 +57,10 @@ fn link_root_library_override() {
         println!("cargo::rustc-cfg=vmbus_kmcl_root_lib_override");
         println!("cargo::rustc-link-lib=dylib={lib}");
         if let Some(dir) = env::var_os("VMBUS_KMCL_LIB_DIR") {
-            println!("cargo::rustc-link-search=native={}", Path::new(&dir).display());
+            println!(
+                "cargo::rustc-link-search=native={}",
+                Path::new(&dir).display()
+            );
         }
     }
 }
