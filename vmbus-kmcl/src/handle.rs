@@ -91,6 +91,7 @@ impl KernelHandle {
 }
 
 impl Drop for KernelHandle {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: by the type invariant the handle is open and owned by `self`, which is being
         // destroyed, so this is the single close.

@@ -61,12 +61,14 @@ use crate::status::to_result;
 /// `!Send` and `!Sync`, so it never reaches another thread, and `'proc` is invariant, so one
 /// scope's brand never unifies with another's.
 pub struct ProcessContext<'proc> {
-    /// The process the context was made in, for `Debug` and for the process identity checks a
-    /// caller may want (`IoGetCurrentProcess` at creation).
-    process: PEPROCESS,
-    /// Invariant in `'proc`; `*mut` makes the type `!Send` and `!Sync`.
-    _brand: PhantomData<(fn(&'proc ()) -> &'proc (), *mut ())>,
+    /// Zero-sized: making a context costs nothing at run time.
+    _brand: Brand<'proc>,
+    /// Makes the type `!Send` and `!Sync`.
+    _not_send: PhantomData<*mut ()>,
 }
+
+/// Invariant in `'proc`, so one scope's brand never unifies with another's.
+type Brand<'proc> = PhantomData<fn(&'proc ()) -> &'proc ()>;
 
 impl ProcessContext<'_> {
     /// Creates a context for the process the current thread runs in now, with any brand.
@@ -78,19 +80,20 @@ impl ProcessContext<'_> {
     /// attach to another process (other than through [`ProcessContext::attach`]), and no use on
     /// another thread. The caller chooses the lifetime, so nothing else enforces this.
     pub unsafe fn assume_current() -> Self {
-        // SAFETY: `IoGetCurrentProcess` has no preconditions at IRQL <= DISPATCH_LEVEL; it only
-        // reads the current thread's process pointer.
-        let process = unsafe { nt::IoGetCurrentProcess() };
-        // INVARIANT: the caller promises the thread stays in `process` while the context lives.
+        // INVARIANT: the caller promises the thread stays in its current process while the
+        // context lives.
         Self {
-            process,
             _brand: PhantomData,
+            _not_send: PhantomData,
         }
     }
 
-    /// The process object (not referenced) this context was made in.
+    /// The process object (not referenced) of this context (`IoGetCurrentProcess`, which by
+    /// the invariant is this context's process). Any IRQL up to `DISPATCH_LEVEL`.
     pub fn process(&self) -> PEPROCESS {
-        self.process
+        // SAFETY: `IoGetCurrentProcess` has no preconditions at IRQL <= DISPATCH_LEVEL; it only
+        // reads the current thread's process pointer.
+        unsafe { nt::IoGetCurrentProcess() }
     }
 
     /// Attaches the current thread to `process`, runs `f` with a context for it, and detaches
@@ -132,7 +135,7 @@ impl Drop for Detach<'_> {
 impl fmt::Debug for ProcessContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessContext")
-            .field("process", &self.process)
+            .field("process", &self.process())
             .finish()
     }
 }
@@ -155,6 +158,29 @@ pub fn with_current_process<R>(
     f(&mut cx)
 }
 
+/// A process id (NT passes it as a `HANDLE`-typed number; it is never dereferenced).
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId(HANDLE);
+
+impl ProcessId {
+    /// Wraps a raw process id.
+    pub const fn from_raw(id: HANDLE) -> Self {
+        Self(id)
+    }
+
+    /// The id of the current process (`PsGetCurrentProcessId`). Read it before attaching.
+    pub fn current() -> Self {
+        // SAFETY: `PsGetCurrentProcessId` has no preconditions.
+        Self(unsafe { nt::PsGetCurrentProcessId() })
+    }
+
+    /// The raw id.
+    pub const fn as_raw(self) -> HANDLE {
+        self.0
+    }
+}
+
 /// A referenced process object (`EPROCESS`), released with `ObDereferenceObject` on drop.
 ///
 /// # Invariants
@@ -174,10 +200,10 @@ impl ProcessRef {
     /// # Errors
     ///
     /// The status of `PsLookupProcessByProcessId`, e.g. `STATUS_INVALID_CID` for an unknown id.
-    pub fn lookup(process_id: HANDLE) -> Result<Self> {
+    pub fn lookup(process_id: ProcessId) -> Result<Self> {
         let mut process: PEPROCESS = core::ptr::null_mut();
         // SAFETY: `process` is a valid place for the result; the id is a plain value.
-        to_result(unsafe { nt::PsLookupProcessByProcessId(process_id, &mut process) })?;
+        to_result(unsafe { nt::PsLookupProcessByProcessId(process_id.0, &mut process) })?;
         // INVARIANT: a successful lookup returns a referenced, non-NULL process object.
         NonNull::new(process)
             .map(Self)
@@ -261,9 +287,11 @@ impl<'proc> UserHandle<'proc> {
         to_result(unsafe {
             vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(self.raw, &mut kernel)
         })?;
-        // SAFETY: on success KMCL wrote a new, open kernel handle that the caller owns, now handed
-        // over; kernel handle values are never NULL (their top bit is set).
-        Ok(unsafe { KernelHandle::from_raw_nonnull(NonNull::new_unchecked(kernel)) })
+        // SAFETY: on success KMCL wrote an open kernel handle, and kernel handle values are never
+        // NULL (their top bit is set).
+        let kernel = unsafe { NonNull::new_unchecked(kernel) };
+        // SAFETY: the handle is new, open, and owned by the caller, to whom it is handed over.
+        Ok(unsafe { KernelHandle::from_raw_nonnull(kernel) })
     }
 }
 

@@ -4,7 +4,9 @@
 use core::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vmbus_kmcl::{with_current_process, Error, KernelHandle, NtStatus, ProcessRef, UserHandle};
+use vmbus_kmcl::{
+    with_current_process, Error, KernelHandle, NtStatus, ProcessId, ProcessRef, UserHandle,
+};
 use vmbus_kmcl_sim::nt::{self, Object, Process, Violation};
 use vmbus_kmcl_sys::HANDLE;
 
@@ -129,13 +131,10 @@ fn the_emulator_reports_a_double_close() {
     let kernel = with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle()).unwrap();
     let value = kernel.into_raw();
     // SAFETY: each `from_raw` claims ownership of the same handle: this is the misuse the
-    // emulator must catch, and only the second close can fail (the handle is a plain value).
-    let (first, second) = unsafe {
-        (
-            KernelHandle::from_raw(value).unwrap(),
-            KernelHandle::from_raw(value).unwrap(),
-        )
-    };
+    // emulator must catch; the handle is a plain value, so only the second close can fail.
+    let first = unsafe { KernelHandle::from_raw(value) }.unwrap();
+    // SAFETY: as above, deliberately the same handle a second time.
+    let second = unsafe { KernelHandle::from_raw(value) }.unwrap();
     assert_eq!(first.close(), Ok(()));
     assert_eq!(second.close(), Err(Error::Status(NtStatus::INVALID_HANDLE)));
     assert_eq!(
@@ -196,14 +195,16 @@ fn attach_detaches_when_the_closure_panics() {
 fn lookup_of_an_unknown_process_fails() {
     let missing = std::ptr::null_mut::<u8>().wrapping_add(3).cast();
     assert_eq!(
-        ProcessRef::lookup(missing).unwrap_err(),
+        ProcessRef::lookup(ProcessId::from_raw(missing)).unwrap_err(),
         Error::Status(NtStatus::INVALID_CID)
     );
 }
 
-fn raw_id(process: &Process) -> HANDLE {
+fn raw_id(process: &Process) -> ProcessId {
     // CAST: sim process ids are small.
-    std::ptr::null_mut::<u8>()
-        .wrapping_add(process.id() as usize)
-        .cast()
+    ProcessId::from_raw(
+        std::ptr::null_mut::<u8>()
+            .wrapping_add(process.id() as usize)
+            .cast(),
+    )
 }
