@@ -107,6 +107,9 @@ struct Wdk {
     cc_include_dirs: Vec<PathBuf>,
     /// The same preprocessor definitions for `cc`.
     cc_defines: Vec<(String, Option<String>)>,
+    /// Configured by wdk-build, whose builders do not add the host's detected system include
+    /// paths (they can shadow the eWDK's); the generation follows it there too.
+    from_wdk_build: bool,
 }
 
 impl Wdk {
@@ -117,6 +120,7 @@ impl Wdk {
             bindgen_args: vec![format!("-I{}", dir.display())],
             cc_include_dirs: vec![dir],
             cc_defines: Vec::new(),
+            from_wdk_build: false,
         }
     }
 
@@ -184,6 +188,9 @@ fn configure_without_allowlist(headers: &Headers, wdk_mode: bool) -> bindgen::Bu
         .parse_callbacks(Box::new(Callbacks));
     for ty in BASE_TYPES {
         builder = builder.blocklist_type(ty);
+    }
+    if wdk_mode && headers.wdk.as_ref().is_some_and(|wdk| wdk.from_wdk_build) {
+        builder = builder.detect_include_paths(false);
     }
     builder
 }
@@ -365,6 +372,7 @@ mod wdk_build_config {
             bindgen_args,
             cc_include_dirs,
             cc_defines: config.preprocessor_definitions().collect(),
+            from_wdk_build: true,
         }
     }
 }
@@ -605,6 +613,7 @@ fn generate_c(headers: &Headers, out_dir: &Path) {
         .allowlist_recursively(false)
         .wrap_static_fns(true)
         .wrap_static_fns_path(&wrappers)
+        .detect_include_paths(!headers.wdk.as_ref().is_some_and(|wdk| wdk.from_wdk_build))
         .generate()
         .expect("bindgen failed on the inline functions");
     decls
