@@ -445,11 +445,22 @@ pub unsafe extern "C" fn PsLookupProcessByProcessId(
 #[no_mangle]
 pub unsafe extern "C" fn ObfDereferenceObject(object: *mut c_void) -> LONG_PTR {
     if let Some(process) = process_by_pointer(object.cast()) {
-        let previous = process
-            .0
-            .lookups
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if previous.is_err() {
+        let mut current = process.0.lookups.load(Ordering::Relaxed);
+        let underflow = loop {
+            let Some(next) = current.checked_sub(1) else {
+                break true;
+            };
+            match process.0.lookups.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break false,
+                Err(seen) => current = seen,
+            }
+        };
+        if underflow {
             record(&mut kernel(), Violation::DereferenceUnderflow(process.id()));
         }
     }
