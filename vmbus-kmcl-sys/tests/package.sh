@@ -21,6 +21,8 @@ case $target in
 *) target=$workspace/$target ;;
 esac
 export CARGO_TARGET_DIR=$target
+# WDK mode is chosen explicitly below, never inherited from the caller.
+unset VMBUS_KMCL_WDK_INCLUDE_DIR
 
 # The tests of the packaged crate are run below, in both configurations; cargo's own
 # verification build (default features only) would add nothing.
