@@ -12,7 +12,11 @@ use vmbus_kmcl_sys::*;
 macro_rules! functions {
     ($( $table:ident . $name:ident : $fn_ty:ident, $pfn_ty:ident = fn($($arg:ty),*) $(-> $ret:ty)?; )*) => {{
         // Never instantiated: only type-checked, so no symbol is referenced at link time.
-        #[allow(dead_code, reason = "a compile-time check")]
+        #[allow(
+            dead_code,
+            clippy::extra_unused_type_parameters,
+            reason = "a compile-time check: generic so that it is never instantiated"
+        )]
         fn signatures<T>() {
             $(
                 let expected: unsafe extern "C" fn($($arg),*) $(-> $ret)? = $name;
@@ -144,32 +148,87 @@ fn every_callback_type_has_its_documented_signature() {
 #[test]
 fn every_constant_has_its_documented_value() {
     let constants: [(&str, u32, u32); 19] = [
-        ("WAIT_FOR_COMPLETION", VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, 0x1),
-        ("FORCE_MDL_LENGTH", VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH, 0x2),
+        (
+            "WAIT_FOR_COMPLETION",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+            0x1,
+        ),
+        (
+            "FORCE_MDL_LENGTH",
+            VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH,
+            0x2,
+        ),
         ("PAGED_BUFFER", VMBUS_CHANNEL_FORMAT_FLAG_PAGED_BUFFER, 0x4),
         ("FORMAT_FLAGS", VMBUS_CHANNEL_FORMAT_FLAGS, 0x7),
-        ("GPADL_FLAG_READ_ONLY", VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY, 0x1),
+        (
+            "GPADL_FLAG_READ_ONLY",
+            VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY,
+            0x1,
+        ),
         ("GPADL_FLAGS", VMBUS_CHANNEL_GPADL_FLAGS, 0x1),
         ("INIT_FLAG_IS_PIPE", VMBUS_CHANNEL_INIT_FLAG_IS_PIPE, 0x1),
         ("INIT_FLAGS", VMBUS_CHANNEL_INIT_FLAGS, 0x1),
-        ("LOOPBACK_OFFER", VMBUS_SERVER_CHANNEL_INIT_FLAG_LOOPBACK_OFFER, 0x1),
-        ("ENUMERATE_DEVICE_INTERFACE", VMBUS_SERVER_CHANNEL_INIT_FLAG_ENUMERATE_DEVICE_INTERFACE, 0x2),
-        ("OFFER_AS_PIPE", VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE, 0x4),
-        ("FORCE_NEW_CHANNEL", VMBUS_SERVER_CHANNEL_INIT_FLAG_FORCE_NEW_CHANNEL, 0x8),
-        ("TLNPI_PROVIDER_OFFER", VMBUS_SERVER_CHANNEL_INIT_FLAG_TLNPI_PROVIDER_OFFER, 0x10),
+        (
+            "LOOPBACK_OFFER",
+            VMBUS_SERVER_CHANNEL_INIT_FLAG_LOOPBACK_OFFER,
+            0x1,
+        ),
+        (
+            "ENUMERATE_DEVICE_INTERFACE",
+            VMBUS_SERVER_CHANNEL_INIT_FLAG_ENUMERATE_DEVICE_INTERFACE,
+            0x2,
+        ),
+        (
+            "OFFER_AS_PIPE",
+            VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE,
+            0x4,
+        ),
+        (
+            "FORCE_NEW_CHANNEL",
+            VMBUS_SERVER_CHANNEL_INIT_FLAG_FORCE_NEW_CHANNEL,
+            0x8,
+        ),
+        (
+            "TLNPI_PROVIDER_OFFER",
+            VMBUS_SERVER_CHANNEL_INIT_FLAG_TLNPI_PROVIDER_OFFER,
+            0x10,
+        ),
         ("SERVER_INIT_FLAGS", VMBUS_SERVER_CHANNEL_INIT_FLAGS, 0x1F),
-        ("EXTERNAL_DATA", VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA, 0x1),
-        ("PROCESS_PACKET_FLAGS", VMBUS_CHANNEL_PROCESS_PACKET_FLAGS, 0x1),
-        ("EXTERNAL_DATA_FLAG_READ_ONLY", VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY, 0x1),
-        ("EXTERNAL_DATA_FLAGS", VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS, 0x1),
-        ("MAXIMUM_OFFER_DATA", VMBUS_SERVER_CHANNEL_INIT_MAXIMUM_OFFER_DATA, 120),
+        (
+            "EXTERNAL_DATA",
+            VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
+            0x1,
+        ),
+        (
+            "PROCESS_PACKET_FLAGS",
+            VMBUS_CHANNEL_PROCESS_PACKET_FLAGS,
+            0x1,
+        ),
+        (
+            "EXTERNAL_DATA_FLAG_READ_ONLY",
+            VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY,
+            0x1,
+        ),
+        (
+            "EXTERNAL_DATA_FLAGS",
+            VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS,
+            0x1,
+        ),
+        (
+            "MAXIMUM_OFFER_DATA",
+            VMBUS_SERVER_CHANNEL_INIT_MAXIMUM_OFFER_DATA,
+            120,
+        ),
     ];
     for (name, actual, documented) in constants {
         assert_eq!(actual, documented, "{name}");
     }
     // Each mask is exactly the union of its flag bits.
     assert_eq!(VMBUS_CHANNEL_FORMAT_FLAGS, 0x1 | 0x2 | 0x4);
-    assert_eq!(VMBUS_SERVER_CHANNEL_INIT_FLAGS, 0x1 | 0x2 | 0x4 | 0x8 | 0x10);
+    assert_eq!(
+        VMBUS_SERVER_CHANNEL_INIT_FLAGS,
+        0x1 | 0x2 | 0x4 | 0x8 | 0x10
+    );
     let _: u16 = KMCL_CLIENT_INTERFACE_VERSION_V1;
     let _: u16 = KMCL_SERVER_INTERFACE_VERSION_V1;
 }
