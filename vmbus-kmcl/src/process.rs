@@ -148,6 +148,11 @@ impl fmt::Debug for ProcessContext<'_> {
 /// thread, a DPC or a completion routine to reach a user process: those run in an arbitrary or
 /// the system process; attach to a referenced process object instead
 /// ([`ProcessContext::attach`]).
+///
+/// A nested call gives a second, independent context of the same process. The compiler stops a
+/// [`UserHandle`] of a context from reaching an attach made *through that context*, but not one
+/// made through a nested context: do not attach through a nested context while holding handles
+/// of the outer one.
 pub fn with_current_process<R>(
     f: impl for<'proc> FnOnce(&'proc mut ProcessContext<'proc>) -> R,
 ) -> R {
