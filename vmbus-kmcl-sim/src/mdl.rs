@@ -1,0 +1,456 @@
+//! Memory descriptor lists of the emulator.
+//!
+//! A Windows `MDL` describes the physical pages behind a buffer; KMCL takes MDLs for external
+//! packet data and for GPADLs, and hands out MDLs when a server maps a GPADL or reads a packet's
+//! external data. `vmbus_kmcl_sys::MDL` is opaque, so the sim uses its own representation behind
+//! the `PMDL` pointer:
+//!
+//! * [`SimMdl`] is the test-side helper: it owns a zeroed or copied byte buffer and hands out a
+//!   `PMDL` for it. MDLs can be chained ([`SimMdl::chain`]) like `MDL.Next` chains.
+//! * MDLs the sim creates itself (a mapped GPADL, a packet's external data) *alias* the memory
+//!   the peer described, the way a real mapping aliases guest pages; they may be read-only.
+//!
+//! Every live representation is registered, so a `PMDL` from the driver is validated before the
+//! sim reads it; a pointer that is not a live sim MDL is rejected, never dereferenced. Drivers
+//! and tests reach the bytes with [`mdl_bytes`] (and [`mdl_read`] / [`mdl_write`]).
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use vmbus_kmcl_sys::{MDL, PMDL};
+
+/// Marks a live [`MdlRepr`].
+const MDL_MAGIC: u64 = 0x4D44_4C5F_5349_4D31;
+
+/// The sim's layout behind a `PMDL`.
+#[repr(C)]
+struct MdlRepr {
+    magic: u64,
+    /// The next MDL of the chain (a registered address) or 0.
+    next: usize,
+    /// First byte described, or null for a PFN-only MDL.
+    data: *mut u8,
+    /// Bytes described.
+    len: usize,
+    /// Writes through the sim helpers are refused.
+    read_only: bool,
+    /// Page frame numbers, for MDLs built from a PFN list.
+    pfns: Vec<u64>,
+}
+
+/// Addresses of every live [`MdlRepr`].
+static LIVE: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+fn live() -> MutexGuard<'static, HashSet<usize>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Boxes and registers a representation.
+fn register(repr: MdlRepr) -> NonNull<MdlRepr> {
+    let ptr = NonNull::from(Box::leak(Box::new(repr)));
+    // CAST: the address identifies the allocation in the registry.
+    live().insert(ptr.as_ptr() as usize);
+    ptr
+}
+
+/// Unregisters and frees a representation made by [`register`].
+fn unregister(ptr: NonNull<MdlRepr>) {
+    // CAST: as in `register`.
+    live().remove(&(ptr.as_ptr() as usize));
+    // SAFETY:
+    // - `ptr` came from `Box::leak` in `register` and is freed only here, once, by the single
+    //   owner (`SimMdl` or `OwnedMdl`) whose `Drop` calls this;
+    // - it was just removed from the registry, so no lookup can reach it any more.
+    drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+}
+
+/// Runs `f` on the live representation at `addr`, with the registry locked so that it cannot
+/// be freed meanwhile.
+fn with_repr<R>(addr: usize, f: impl FnOnce(&MdlRepr) -> R) -> Option<R> {
+    let guard = live();
+    if !guard.contains(&addr) {
+        return None;
+    }
+    // CAST: `addr` is the address of a registered representation.
+    let ptr = addr as *const MdlRepr;
+    // SAFETY:
+    // - `addr` is registered, so it is a live `MdlRepr` made by `register`;
+    // - the registry lock is held, and `unregister` takes it before freeing, so it stays alive
+    //   for the duration of `f`;
+    // - the sim never mutates a representation after registering it except `SimMdl::chain`,
+    //   which also holds the registry lock.
+    let repr = unsafe { &*ptr };
+    let r = f(repr);
+    drop(guard);
+    Some(r)
+}
+
+/// A contiguous piece of memory described by an MDL chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// Address of the first byte.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// External data or GPADL memory, as the sim records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Described {
+    /// Byte ranges in host memory.
+    Segments(Vec<Segment>),
+    /// Page frame numbers (not addressable on the host).
+    Pfns(Vec<u64>),
+}
+
+impl Described {
+    /// Bytes described.
+    pub(crate) fn byte_len(&self) -> usize {
+        match self {
+            Described::Segments(s) => s.iter().map(|s| s.len).sum(),
+            Described::Pfns(p) => p.len().saturating_mul(4096),
+        }
+    }
+}
+
+/// Reasons a driver-supplied MDL is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MdlError {
+    /// Not a live sim MDL (or a chain link is not).
+    NotAnMdl,
+    /// The window lies outside the described bytes.
+    OutOfRange,
+}
+
+/// The byte ranges of the MDL chain at `pmdl`, restricted to `offset..offset+len` (`len` 0 = to
+/// the end). With `first_only`, only the first MDL of the chain counts.
+pub(crate) fn segments(
+    pmdl: usize,
+    offset: usize,
+    len: usize,
+    first_only: bool,
+) -> Result<Vec<Segment>, MdlError> {
+    let mut all = Vec::new();
+    let mut cur = pmdl;
+    let mut hops = 0usize;
+    while cur != 0 {
+        hops += 1;
+        if hops > 4096 {
+            return Err(MdlError::NotAnMdl);
+        }
+        let (seg, next) = with_repr(cur, |r| {
+            // CAST: pointer to address, for bookkeeping only.
+            (
+                Segment {
+                    addr: r.data as usize,
+                    len: r.len,
+                },
+                r.next,
+            )
+        })
+        .ok_or(MdlError::NotAnMdl)?;
+        if seg.addr != 0 {
+            all.push(seg);
+        }
+        if first_only {
+            break;
+        }
+        cur = next;
+    }
+    let total: usize = all.iter().map(|s| s.len).sum();
+    let want = if len == 0 {
+        total.checked_sub(offset).ok_or(MdlError::OutOfRange)?
+    } else {
+        len
+    };
+    let end = offset.checked_add(want).ok_or(MdlError::OutOfRange)?;
+    if end > total {
+        return Err(MdlError::OutOfRange);
+    }
+    let mut out = Vec::new();
+    let mut skip = offset;
+    let mut left = want;
+    for s in all {
+        if left == 0 {
+            break;
+        }
+        if skip >= s.len {
+            skip -= s.len;
+            continue;
+        }
+        let take = (s.len - skip).min(left);
+        out.push(Segment {
+            addr: s.addr + skip,
+            len: take,
+        });
+        left -= take;
+        skip = 0;
+    }
+    Ok(out)
+}
+
+/// An MDL the sim created (a GPADL mapping or a packet's external data). It aliases memory that
+/// the describing side keeps alive; dropping it unregisters and frees the descriptor only.
+#[derive(Debug)]
+pub(crate) struct OwnedMdl {
+    head: NonNull<MdlRepr>,
+    rest: Vec<NonNull<MdlRepr>>,
+}
+
+// SAFETY: the representations are only read under the registry lock and freed by their owner;
+// the raw data pointers inside are never dereferenced by `OwnedMdl` itself.
+unsafe impl Send for OwnedMdl {}
+
+impl OwnedMdl {
+    /// Builds a chain describing `described`.
+    pub(crate) fn new(described: &Described, read_only: bool) -> OwnedMdl {
+        let reprs: Vec<MdlRepr> = match described {
+            Described::Segments(segs) if !segs.is_empty() => segs
+                .iter()
+                .map(|s| MdlRepr {
+                    magic: MDL_MAGIC,
+                    next: 0,
+                    // CAST: the address of memory the describing side owns.
+                    data: s.addr as *mut u8,
+                    len: s.len,
+                    read_only,
+                    pfns: Vec::new(),
+                })
+                .collect(),
+            Described::Segments(_) => vec![MdlRepr {
+                magic: MDL_MAGIC,
+                next: 0,
+                data: std::ptr::null_mut(),
+                len: 0,
+                read_only,
+                pfns: Vec::new(),
+            }],
+            Described::Pfns(p) => vec![MdlRepr {
+                magic: MDL_MAGIC,
+                next: 0,
+                data: std::ptr::null_mut(),
+                len: p.len().saturating_mul(4096),
+                read_only,
+                pfns: p.clone(),
+            }],
+        };
+        // Register back to front so each link can point at its successor.
+        let mut next = 0usize;
+        let mut ptrs = Vec::with_capacity(reprs.len());
+        for mut r in reprs.into_iter().rev() {
+            r.next = next;
+            let p = register(r);
+            // CAST: address for the chain link.
+            next = p.as_ptr() as usize;
+            ptrs.push(p);
+        }
+        ptrs.reverse();
+        let head = ptrs.remove(0);
+        OwnedMdl { head, rest: ptrs }
+    }
+
+    /// The `PMDL` to hand to the driver.
+    pub(crate) fn as_pmdl(&self) -> PMDL {
+        self.head.as_ptr().cast::<MDL>()
+    }
+}
+
+impl Drop for OwnedMdl {
+    fn drop(&mut self) {
+        unregister(self.head);
+        for p in self.rest.drain(..) {
+            unregister(p);
+        }
+    }
+}
+
+/// A test-owned MDL: a byte buffer plus the descriptor KMCL functions take.
+///
+/// Hand [`SimMdl::as_pmdl`] to `VmbPacketSend`, `VmbChannelCreateGpadlFromMdl` and friends. The
+/// buffer lives as long as the `SimMdl`; keep it alive while the sim may use it (until the
+/// packet completes or the GPADL is deleted).
+///
+/// # Invariants
+///
+/// `repr` is registered and points at a representation whose `data`/`len` describe `buf`.
+#[derive(Debug)]
+pub struct SimMdl {
+    repr: NonNull<MdlRepr>,
+    buf: NonNull<[u8]>,
+}
+
+// SAFETY: the buffer is exclusively owned; all access goes through `&self`/`&mut self` methods or
+// the unsafe `mdl_bytes`, whose caller takes over the aliasing obligations.
+unsafe impl Send for SimMdl {}
+// SAFETY: shared methods only read the buffer through raw pointers without creating references
+// that outlive the call; concurrent writes through the unsafe accessors are the caller's duty.
+unsafe impl Sync for SimMdl {}
+
+impl SimMdl {
+    /// A zeroed buffer of `len` bytes.
+    pub fn new(len: usize) -> SimMdl {
+        SimMdl::from_bytes(&vec![0; len])
+    }
+
+    /// A buffer holding a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> SimMdl {
+        let buf = NonNull::from(Box::leak(bytes.to_vec().into_boxed_slice()));
+        let repr = register(MdlRepr {
+            magic: MDL_MAGIC,
+            next: 0,
+            data: buf.as_ptr().cast::<u8>(),
+            len: bytes.len(),
+            read_only: false,
+            pfns: Vec::new(),
+        });
+        SimMdl { repr, buf }
+    }
+
+    /// The descriptor pointer for KMCL calls.
+    pub fn as_pmdl(&self) -> PMDL {
+        self.repr.as_ptr().cast::<MDL>()
+    }
+
+    /// Bytes described by this MDL (not counting chained ones).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True for an empty buffer.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// A copy of the buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        // SAFETY:
+        // - `buf` is the live allocation this `SimMdl` owns (invariant);
+        // - the reference lives only for the copy, while no sim code writes the buffer (the sim
+        //   writes only on behalf of a driver call made by the same test).
+        unsafe { self.buf.as_ref() }.to_vec()
+    }
+
+    /// Copies `data` into the buffer at `offset`.
+    ///
+    /// # Panics
+    ///
+    /// If the range does not fit in the buffer.
+    pub fn write(&mut self, offset: usize, data: &[u8]) {
+        // SAFETY: `&mut self` gives exclusive access to the owned, live buffer (invariant).
+        let buf = unsafe { self.buf.as_mut() };
+        buf[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    /// Links `next` behind this MDL, like setting `MDL.Next`. `next` must outlive every use of
+    /// the chain; a dropped link makes the chain invalid (the sim then rejects it).
+    pub fn chain(&mut self, next: &SimMdl) {
+        let guard = live();
+        // SAFETY:
+        // - `repr` is live and owned by `self` (invariant); `&mut self` excludes other writers;
+        // - readers only access it under the registry lock, which is held here.
+        unsafe { (*self.repr.as_ptr()).next = next.repr.as_ptr() as usize };
+        drop(guard);
+    }
+}
+
+impl Drop for SimMdl {
+    fn drop(&mut self) {
+        unregister(self.repr);
+        // SAFETY: `buf` came from `Box::leak` in `from_bytes` and is freed only here.
+        drop(unsafe { Box::from_raw(self.buf.as_ptr()) });
+    }
+}
+
+/// True when `pmdl` is a live sim MDL.
+pub fn is_sim_mdl(pmdl: PMDL) -> bool {
+    // CAST: address lookup only.
+    with_repr(pmdl as usize, |r| r.magic == MDL_MAGIC).unwrap_or(false)
+}
+
+/// Whether the live sim MDL `pmdl` is read-only (`None` if it is not a sim MDL).
+pub fn mdl_is_read_only(pmdl: PMDL) -> Option<bool> {
+    // CAST: address lookup only.
+    with_repr(pmdl as usize, |r| r.read_only)
+}
+
+/// The page frame numbers of a PFN-built sim MDL (empty for byte MDLs).
+pub fn mdl_pfns(pmdl: PMDL) -> Option<Vec<u64>> {
+    // CAST: address lookup only.
+    with_repr(pmdl as usize, |r| r.pfns.clone())
+}
+
+/// Total bytes described by the sim MDL chain at `pmdl`.
+pub fn mdl_chain_len(pmdl: PMDL) -> Option<usize> {
+    // CAST: address lookup only.
+    segments(pmdl as usize, 0, 0, false)
+        .ok()
+        .map(|s| s.iter().map(|s| s.len).sum())
+}
+
+/// The bytes of the single sim MDL `pmdl` (not its chain), writable.
+///
+/// Returns `None` when `pmdl` is not a live sim MDL, when it is read-only (a read-only GPADL
+/// mapping or external data mapped read-only) or when it has no addressable bytes.
+///
+/// # Safety
+///
+/// * The memory the MDL describes must still be alive: for an MDL from `VmbChannelMapGpadl`
+///   until `VmbChannelUnmapGpadl` and while the client keeps the GPADL buffer; for external
+///   data until the packet is completed; for a [`SimMdl`] while it lives.
+/// * No other reference to those bytes may be used while the returned slice is alive.
+pub unsafe fn mdl_bytes<'a>(pmdl: PMDL) -> Option<&'a mut [u8]> {
+    // CAST: address lookup only.
+    let (data, len, ro) = with_repr(pmdl as usize, |r| (r.data, r.len, r.read_only))?;
+    if ro || data.is_null() {
+        return None;
+    }
+    // SAFETY:
+    // - `data`/`len` describe memory that the caller guarantees is alive;
+    // - the caller guarantees exclusive access for the slice's lifetime.
+    Some(unsafe { std::slice::from_raw_parts_mut(data, len) })
+}
+
+/// A copy of every byte the sim MDL chain at `pmdl` describes (read-only MDLs included).
+///
+/// # Safety
+///
+/// The described memory must be alive and not written concurrently (see [`mdl_bytes`]).
+pub unsafe fn mdl_read(pmdl: PMDL) -> Option<Vec<u8>> {
+    // CAST: address lookup only.
+    let segs = segments(pmdl as usize, 0, 0, false).ok()?;
+    let mut out = Vec::new();
+    for s in segs {
+        // CAST: the address of live memory (caller's guarantee).
+        let p = s.addr as *const u8;
+        // SAFETY: the caller guarantees the segment is alive and not written concurrently.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(p, s.len) });
+    }
+    Some(out)
+}
+
+/// Writes `data` at `offset` into the sim MDL chain at `pmdl`. Returns false when `pmdl` is not
+/// a sim MDL, is read-only, or the range does not fit.
+///
+/// # Safety
+///
+/// The described memory must be alive and not accessed concurrently (see [`mdl_bytes`]).
+pub unsafe fn mdl_write(pmdl: PMDL, offset: usize, data: &[u8]) -> bool {
+    if mdl_is_read_only(pmdl) != Some(false) {
+        return false;
+    }
+    // CAST: address lookup only.
+    let Ok(segs) = segments(pmdl as usize, offset, data.len(), false) else {
+        return false;
+    };
+    let mut src = data;
+    for s in segs {
+        let (head, tail) = src.split_at(s.len);
+        // CAST: the address of live memory (caller's guarantee).
+        let p = s.addr as *mut u8;
+        // SAFETY: the caller guarantees the segment is alive and exclusively accessible.
+        unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), p, head.len()) };
+        src = tail;
+    }
+    true
+}
