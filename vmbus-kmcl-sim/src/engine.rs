@@ -920,7 +920,7 @@ impl BusState {
         } else {
             0
         };
-        let min_ring = |max: u32| 2 * frame_size(max as usize, None) + PAGE_SIZE;
+        let min_ring = |max: u32| frame_size(max as usize, None);
         if let Some(x) = self.channels.get_mut(s) {
             x.peer = Some(cl);
             x.state = ChannelState::Connecting;

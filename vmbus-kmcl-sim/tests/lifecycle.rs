@@ -1,0 +1,352 @@
+//! Channel lifecycle against the KMCL state model (fact sheet §7): pairing by GUIDs, the order
+//! of the state callbacks, pause/start, disable/rescind, re-enable, and opening failures.
+
+mod common;
+
+use common::*;
+use vmbus_kmcl_sim::status::*;
+use vmbus_kmcl_sim::{Bus, ChannelState};
+use vmbus_kmcl_sys::*;
+
+#[test]
+fn open_runs_opened_started_post_started_in_order() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    assert_eq!(s.ctx.log(), ["opened", "started", "post_started"]);
+    assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
+    assert_eq!(bus.channel_info(s.ch).unwrap().state, ChannelState::Open);
+    assert!(bus.channel_info(c.ch).unwrap().running);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn enable_does_not_wait_for_the_peer() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channels.
+    unsafe {
+        assert_eq!(VmbChannelEnable(s.ch), 0);
+        VmbChannelStart(s.ch);
+        assert_eq!(VmbChannelEnable(c.ch), 0);
+    }
+    // Nothing ran yet: opening is asynchronous.
+    assert!(s.ctx.log().is_empty() && c.ctx.log().is_empty());
+    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Connecting);
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn client_enabled_first_waits_for_the_offer() {
+    let bus = Bus::new();
+    let c = client(&bus);
+    // SAFETY: live channel.
+    assert_eq!(unsafe { VmbChannelEnable(c.ch) }, 0);
+    bus.run_until_idle();
+    assert!(c.ctx.log().is_empty());
+    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Enabled);
+    let s = server(&bus);
+    // SAFETY: live channel.
+    unsafe {
+        assert_eq!(VmbChannelEnable(s.ch), 0);
+        VmbChannelStart(s.ch);
+    }
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn server_stays_paused_until_started() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channels.
+    unsafe {
+        assert_eq!(VmbChannelEnable(s.ch), 0);
+        assert_eq!(VmbChannelEnable(c.ch), 0);
+    }
+    bus.run_until_idle();
+    assert_eq!(s.ctx.log(), ["opened"]);
+    assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
+    // SAFETY: live channel.
+    unsafe { VmbChannelStart(s.ch) };
+    bus.run_until_idle();
+    assert_eq!(s.ctx.log(), ["opened", "started", "post_started"]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn client_targets_by_type_and_instance() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // Re-target the client at another instance: it must not open this offer.
+    let ty = guid(TYPE);
+    let other = guid(INSTANCE + 1);
+    // SAFETY: live channel, readable GUIDs.
+    unsafe {
+        assert_eq!(VmbClientChannelInitSetTargetPnp(c.ch, &ty, &other, None), 0);
+    }
+    open(&bus, &s, &c);
+    assert!(c.ctx.log().is_empty());
+    teardown(&[&c]);
+    // The right instance opens; the instance is reported to the client.
+    let c2 = client(&bus);
+    let inst = guid(INSTANCE);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(VmbClientChannelInitSetTargetPnp(c2.ch, &ty, &inst, None), 0);
+        assert_eq!(VmbChannelEnable(c2.ch), 0);
+    }
+    bus.run_until_idle();
+    assert_eq!(c2.ctx.log()[0], "opened");
+    let mut got = GUID::default();
+    // SAFETY: writable GUID.
+    unsafe { VmbChannelGetInterfaceInstance(c2.ch, &mut got) };
+    assert_eq!(got, inst);
+    teardown(&[&c2, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn pause_runs_suspend_and_start_restarts_flow() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel, not from a callback.
+    unsafe { VmbChannelPause(c.ch) };
+    assert_eq!(c.ctx.log().last().unwrap(), "suspend");
+    assert!(bus.channel_info(c.ch).unwrap().paused);
+    // Packets for a paused channel wait in the ring.
+    assert_eq!(send_default(&s, b"x", WAIT), 0);
+    bus.run_until_idle();
+    assert!(c.ctx.payloads.lock().unwrap().is_empty());
+    // SAFETY: live channel.
+    unsafe { VmbChannelStart(c.ch) };
+    bus.run_until_idle();
+    assert_eq!(
+        c.ctx.log(),
+        ["opened", "started", "post_started", "suspend", "started", "post_started"]
+    );
+    assert_eq!(c.ctx.payloads.lock().unwrap().len(), 1);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn pause_waits_for_held_packets_to_be_completed() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    c.ctx.mode.store(HOLD, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(send_default(&s, b"held", WAIT), 0);
+    bus.run_until_idle();
+    assert_eq!(c.ctx.held.lock().unwrap().len(), 1);
+    let held = c.ctx.take_held();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: completing the held packet once.
+        unsafe {
+            VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0)
+        };
+    });
+    let t0 = std::time::Instant::now();
+    // SAFETY: live channel.
+    unsafe { VmbChannelPause(c.ch) };
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(40), "pause returned early");
+    t.join().unwrap();
+    assert_eq!(bus.channel_info(c.ch).unwrap().outstanding_incoming, 0);
+    bus.run_until_idle();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn pause_that_would_block_forever_is_reported() {
+    let bus = Bus::new();
+    bus.set_block_limit(std::time::Duration::from_millis(20));
+    let (s, c) = pair(&bus);
+    c.ctx.mode.store(HOLD, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(send_default(&s, b"held", WAIT), 0);
+    bus.run_until_idle();
+    // SAFETY: live channel.
+    unsafe { VmbChannelPause(c.ch) };
+    let v = bus.take_violations();
+    assert!(v.iter().any(|m| m.contains("VmbChannelPause")), "{v:?}");
+    complete_held(&c);
+    bus.run_until_idle();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn pause_while_disabled_arms_coming_up_paused() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channel.
+    unsafe { VmbChannelPause(c.ch) };
+    open(&bus, &s, &c);
+    assert_eq!(c.ctx.log(), ["opened"]);
+    assert!(bus.channel_info(c.ch).unwrap().paused);
+    // SAFETY: live channel.
+    unsafe { VmbChannelStart(c.ch) };
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn client_disable_suspends_then_closes_both_sides() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel.
+    unsafe { VmbChannelDisable(c.ch) };
+    assert_eq!(c.ctx.log()[3..], ["suspend", "closed"]);
+    bus.run_until_idle();
+    assert_eq!(s.ctx.log()[3..], ["suspend", "closed"]);
+    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Disabled);
+    // The server's offer stays up: a re-enabled client opens it again.
+    assert_eq!(bus.channel_info(s.ch).unwrap().state, ChannelState::Enabled);
+    // SAFETY: live channel.
+    assert_eq!(unsafe { VmbChannelEnable(c.ch) }, 0);
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log()[5..], ["opened", "started", "post_started"]);
+    assert_eq!(s.ctx.log()[5..], ["opened", "started", "post_started"]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn server_rescind_closes_the_client_which_must_reenable() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel.
+    unsafe { VmbChannelDisable(s.ch) };
+    assert_eq!(s.ctx.log()[3..], ["suspend", "closed"]);
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log()[3..], ["suspend", "closed"]);
+    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Disabled);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn failing_opened_rolls_back_without_traffic() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    c.ctx.opened_status.store(STATUS_UNSUCCESSFUL, std::sync::atomic::Ordering::SeqCst);
+    open(&bus, &s, &c);
+    assert_eq!(c.ctx.log(), ["opened"]);
+    // The server had opened (its flow never started); it sees the pairing go away.
+    assert_eq!(s.ctx.log(), ["opened", "closed"]);
+    assert_ne!(bus.channel_info(c.ch).unwrap().state, ChannelState::Open);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+static PNP: std::sync::Mutex<Vec<NTSTATUS>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn pnp_failure(_ch: VMBCHANNEL, status: NTSTATUS) {
+    PNP.lock().unwrap().push(status);
+}
+
+#[test]
+fn pnp_failure_callback_reports_injected_open_failure() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    let ty = guid(TYPE);
+    // SAFETY: live channel, readable GUID.
+    unsafe {
+        assert_eq!(VmbClientChannelInitSetTargetPnp(c.ch, &ty, std::ptr::null(), Some(pnp_failure)), 0)
+    };
+    bus.fail_next_open(STATUS_INSUFFICIENT_RESOURCES);
+    open(&bus, &s, &c);
+    assert_eq!(*PNP.lock().unwrap(), [STATUS_INSUFFICIENT_RESOURCES]);
+    assert!(c.ctx.log().is_empty());
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn offer_for_another_vtl_is_invisible() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    // SAFETY: live channel.
+    assert_eq!(unsafe { VmbServerChannelInitSetTargetVtl(s.ch, 2) }, 0);
+    let c = client(&bus);
+    open(&bus, &s, &c);
+    assert!(c.ctx.log().is_empty());
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn state_calls_from_state_callbacks_are_violations() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    static CH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    unsafe extern "C" fn pause_in_started(ch: VMBCHANNEL) {
+        CH.store(ch as usize, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: a deliberate misuse; the sim reports it and returns.
+        unsafe { VmbChannelPause(ch) };
+    }
+    let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
+    cbs.EvtChannelStarted = Some(pause_in_started);
+    // SAFETY: live channel and table.
+    unsafe { assert_eq!(VmbChannelInitSetStateChangeCallbacks(c.ch, &mut cbs), 0) };
+    open(&bus, &s, &c);
+    let v = bus.take_violations();
+    assert!(v.iter().any(|m| m.contains("VmbChannelPause called from inside")), "{v:?}");
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn cleanup_of_an_enabled_channel_is_reported_and_stale_handles_too() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: deliberate misuse: cleanup without disable.
+    unsafe { VmbChannelCleanup(c.ch) };
+    let v = bus.take_violations();
+    assert!(v.iter().any(|m| m.contains("not disabled")), "{v:?}");
+    // Use after cleanup.
+    // SAFETY: deliberate misuse; the handle is only decoded, never dereferenced.
+    unsafe { VmbChannelStart(c.ch) };
+    // SAFETY: as above.
+    assert_eq!(unsafe { VmbChannelInitSetFlags(c.ch, 0) }, STATUS_INVALID_PARAMETER_1);
+    let v = bus.take_violations();
+    assert!(v.len() == 2 && v.iter().all(|m| m.contains("stale VMBCHANNEL")), "{v:?}");
+    bus.run_until_idle();
+    teardown(&[&s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+#[should_panic(expected = "not clean")]
+fn leaked_channel_fails_the_leak_check() {
+    let bus = Bus::new();
+    let _s = server(&bus);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn dropping_a_bus_with_a_leak_panics() {
+    let r = std::panic::catch_unwind(|| {
+        let bus = Bus::new();
+        let _c = client(&bus);
+        drop(bus);
+    });
+    let msg = r.unwrap_err();
+    let msg = msg.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("dropped while not clean") && msg.contains("channels: 1"), "{msg}");
+}
