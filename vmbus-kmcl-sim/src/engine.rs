@@ -3016,9 +3016,9 @@ impl BusShared {
         if remaining == 0 {
             return (STATUS_SUCCESS, 0, 0);
         }
-        let min = CHUNK_HEADER + remaining.min(64);
+        let min = CHUNK_HEADER + remaining.min(8);
         if out.len() < min {
-            // CAST: at most 80 bytes.
+            // CAST: at most 24 bytes.
             return (STATUS_BUFFER_TOO_SMALL, 0, min as u32);
         }
         let n = remaining.min(out.len() - CHUNK_HEADER);
