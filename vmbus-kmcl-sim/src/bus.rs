@@ -297,12 +297,14 @@ impl Drop for Bus {
     }
 }
 
+/// Bus (if any) and reference count of each interface context handed out.
+type InterfaceTable = HashMap<usize, (Option<u64>, usize)>;
+
 /// Reference counts of queried interface tables, by context value.
-static INTERFACES: LazyLock<Mutex<HashMap<usize, (Option<u64>, usize)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static INTERFACES: LazyLock<Mutex<InterfaceTable>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 static NEXT_INTERFACE: AtomicUsize = AtomicUsize::new(1);
 
-fn interfaces() -> MutexGuard<'static, HashMap<usize, (Option<u64>, usize)>> {
+fn interfaces() -> MutexGuard<'static, InterfaceTable> {
     INTERFACES.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -25,7 +25,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -524,6 +524,9 @@ pub(crate) struct BusShared {
     cond: Condvar,
     /// Asks the background pump to stop.
     pub stop: AtomicBool,
+    /// Threads waiting on `cond`; signalling is skipped when there are none (it costs a system
+    /// call on the hot path otherwise).
+    waiters: AtomicUsize,
 }
 
 /// Every live bus by id, for resolving handles.
@@ -881,7 +884,6 @@ impl BusState {
                     && o.peer.is_none()
                     && !o.rejected
             })
-            .map(|(r, o)| (r, o))
             .find(|(_, o)| {
                 let (server, client) = if is_server { (ch, *o) } else { (*o, ch) };
                 server.target_vtl == 0
@@ -979,6 +981,7 @@ impl BusShared {
             }),
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
         });
         REGISTRY
             .write()
@@ -1002,7 +1005,9 @@ impl BusShared {
     }
 
     pub(crate) fn notify(&self) {
-        self.cond.notify_all();
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.cond.notify_all();
+        }
     }
 
     /// Sleeps until the bus is signalled or `d` passed.
@@ -1033,10 +1038,15 @@ impl BusShared {
 
     /// Waits on the bus signal for at most `d`.
     fn wait<'a>(&self, st: MutexGuard<'a, BusState>, d: Duration) -> MutexGuard<'a, BusState> {
-        match self.cond.wait_timeout(st, d) {
+        // Registered while the lock is held, so a notifier that changes the state under the
+        // lock afterwards sees the waiter.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let g = match self.cond.wait_timeout(st, d) {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
-        }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     fn block_limit(st: &BusState) -> Duration {
@@ -2725,6 +2735,9 @@ impl BusShared {
             // Help deliver: in deterministic tests nobody else pumps.
             if !self.pump_once() {
                 let st = self.lock();
+                if st.syncs.get(&id).is_some_and(|s| s.result.is_some()) {
+                    continue;
+                }
                 let step = deadline
                     .map(|d| d.saturating_duration_since(Instant::now()))
                     .unwrap_or(Duration::from_millis(10))

@@ -1020,9 +1020,11 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let timeout = if Timeout.is_null() {
         None
     } else {
-        // SAFETY: non-null and readable (caller's guarantee); both union members are plain
-        // integers covering all 8 bytes, so reading `QuadPart` is valid for any bit pattern.
-        Some(unsafe { (*Timeout).QuadPart })
+        // SAFETY: non-null and readable (caller's guarantee).
+        let t = unsafe { Timeout.read() };
+        // SAFETY: both union members are plain integers covering all 8 bytes, so reading
+        // `QuadPart` is valid for any bit pattern.
+        Some(unsafe { t.QuadPart })
     };
     let (status, reply) = b.sync_request(r, data, ext, Flags, timeout, crate::nt::current_irql());
     if status == STATUS_SUCCESS && !CompletionBufferSize.is_null() {

@@ -1,5 +1,10 @@
 //! Init setters and their documented statuses, channel properties, interface tables, kernel
 //! VMBus handles, fault injection (hostile guest, crash) and background delivery.
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \
+              channels and buffers owned by the test, stated once per block"
+)]
 
 mod common;
 
@@ -13,9 +18,14 @@ use vmbus_kmcl_sys::*;
 
 fn alloc(bus: &Bus, is_server: bool) -> VMBCHANNEL {
     let mut ch = std::ptr::null_mut();
-    let dev = if is_server { bus.root_device() } else { bus.guest_device() };
+    let dev = if is_server {
+        bus.root_device()
+    } else {
+        bus.guest_device()
+    };
     // SAFETY: writable output.
-    assert_eq!(unsafe { VmbChannelAllocate(dev, u8::from(is_server), &mut ch) }, 0);
+    let st = unsafe { VmbChannelAllocate(dev, u8::from(is_server), &mut ch) };
+    assert_eq!(st, 0);
     ch
 }
 
@@ -33,10 +43,22 @@ fn allocate_checks_device_side_and_output() {
     let mut ch = std::ptr::null_mut();
     // SAFETY: fake device pointers are decoded, never dereferenced.
     unsafe {
-        assert_eq!(VmbChannelAllocate(bus.guest_device(), 1, &mut ch), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelAllocate(bus.root_device(), 0, &mut ch), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelAllocate(0x1000 as PDEVICE_OBJECT, 0, &mut ch), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbChannelAllocate(bus.guest_device(), 0, std::ptr::null_mut()), STATUS_INVALID_PARAMETER_3);
+        assert_eq!(
+            VmbChannelAllocate(bus.guest_device(), 1, &mut ch),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbChannelAllocate(bus.root_device(), 0, &mut ch),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbChannelAllocate(0x1000 as PDEVICE_OBJECT, 0, &mut ch),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbChannelAllocate(bus.guest_device(), 0, std::ptr::null_mut()),
+            STATUS_INVALID_PARAMETER_3
+        );
     }
     assert_ne!(bus.root_device(), bus.guest_device());
     bus.assert_no_leaks();
@@ -48,50 +70,105 @@ fn common_init_setters_statuses() {
     let ch = alloc(&bus, false);
     // SAFETY: live channel; every pointer argument is valid or NULL as tested.
     unsafe {
-        assert_eq!(VmbChannelInitSetFlags(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE), 0);
+        assert_eq!(
+            VmbChannelInitSetFlags(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE),
+            0
+        );
         assert_eq!(VmbChannelInitSetFlags(ch, 0x2), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelInitSetMaximumExternalData(ch, 0, 1), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelInitSetMaximumExternalData(ch, 1, 0), STATUS_INVALID_PARAMETER_3);
+        assert_eq!(
+            VmbChannelInitSetMaximumExternalData(ch, 0, 1),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbChannelInitSetMaximumExternalData(ch, 1, 0),
+            STATUS_INVALID_PARAMETER_3
+        );
         assert_eq!(VmbChannelInitSetMaximumExternalData(ch, 65536, 4), 0);
-        assert_eq!(VmbChannelInitSetMaximumPacketSize(ch, 0), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbChannelInitSetMaximumPacketSize(ch, 0),
+            STATUS_INVALID_PARAMETER_2
+        );
         assert_eq!(VmbChannelInitSetMaximumPacketSize(ch, 512), 0);
         assert_eq!(VmbChannelInitSetClientContextSize(ch, 24), 0);
-        assert_eq!(VmbChannelInitSetProcessPacketCallbacks(ch, None, None), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbChannelInitSetProcessPacketCallbacks(ch, None, None),
+            STATUS_INVALID_PARAMETER_2
+        );
         let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
         cbs.Version = 2;
-        assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs),
+            STATUS_INVALID_PARAMETER_2
+        );
         cbs.Version = 1;
         cbs.Size = 40;
-        assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, std::ptr::null_mut()), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbChannelInitSetStateChangeCallbacks(ch, std::ptr::null_mut()),
+            STATUS_INVALID_PARAMETER_2
+        );
         let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
         assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), 0);
         // Friendly name: copied, validated.
         let mut text: Vec<u16> = "SynthTest".encode_utf16().collect();
-        let mut name = UNICODE_STRING { Length: 18, MaximumLength: 18, Buffer: text.as_mut_ptr() };
+        let mut name = UNICODE_STRING {
+            Length: 18,
+            MaximumLength: 18,
+            Buffer: text.as_mut_ptr(),
+        };
         assert_eq!(VmbChannelInitSetFriendlyName(ch, &name), 0);
         name.Length = 3;
-        assert_eq!(VmbChannelInitSetFriendlyName(ch, &name), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbChannelInitSetFriendlyName(ch, std::ptr::null()), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, &name),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, std::ptr::null()),
+            STATUS_INVALID_PARAMETER_2
+        );
         drop(text);
         // Client-only setters.
-        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(ch, 0, 1), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(ch, 1, 0), STATUS_INVALID_PARAMETER_3);
+        assert_eq!(
+            VmbClientChannelInitSetRingBufferPageCount(ch, 0, 1),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbClientChannelInitSetRingBufferPageCount(ch, 1, 0),
+            STATUS_INVALID_PARAMETER_3
+        );
         assert_eq!(VmbClientChannelInitSetRingBufferPageCount(ch, 4, 8), 0);
         assert_eq!(
             VmbClientChannelInitSetTargetPnp(ch, std::ptr::null(), std::ptr::null(), None),
             STATUS_INVALID_PARAMETER_2
         );
         // Server-only setters refuse a client channel.
-        assert_eq!(VmbServerChannelInitSetFlags(ch, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbServerChannelInitSetMmioMegabytes(ch, 1, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbServerChannelInitSetTargetVtl(ch, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbServerChannelInitSetTargetInterfaceId(ch, guid(1), guid(2)), STATUS_INVALID_PARAMETER_1);
+        assert_eq!(
+            VmbServerChannelInitSetFlags(ch, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbServerChannelInitSetMmioMegabytes(ch, 1, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbServerChannelInitSetTargetVtl(ch, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbServerChannelInitSetTargetInterfaceId(ch, guid(1), guid(2)),
+            STATUS_INVALID_PARAMETER_1
+        );
         assert_eq!(
             VmbServerChannelInitSetSaveRestorePacketCallbacks(ch, None, None),
             STATUS_INVALID_PARAMETER_1
         );
-        assert_eq!(VmbServerChannelInitSetVmbusHandle(ch, std::ptr::null_mut()), STATUS_INVALID_PARAMETER_1);
+        assert_eq!(
+            VmbServerChannelInitSetVmbusHandle(ch, std::ptr::null_mut()),
+            STATUS_INVALID_PARAMETER_1
+        );
     }
     let info = bus.channel_info(ch).unwrap();
     assert_eq!(info.friendly_name.as_deref(), Some("SynthTest"));
@@ -110,23 +187,47 @@ fn server_init_setters_statuses() {
     let ch = alloc(&bus, true);
     // SAFETY: live channel.
     unsafe {
-        assert_eq!(VmbServerChannelInitSetFlags(ch, 0x20), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbServerChannelInitSetFlags(ch, VMBUS_SERVER_CHANNEL_INIT_FLAGS), 0);
-        assert_eq!(VmbServerChannelInitSetMmioMegabytes(ch, 0, 0), STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            VmbServerChannelInitSetFlags(ch, 0x20),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbServerChannelInitSetFlags(ch, VMBUS_SERVER_CHANNEL_INIT_FLAGS),
+            0
+        );
+        assert_eq!(
+            VmbServerChannelInitSetMmioMegabytes(ch, 0, 0),
+            STATUS_INVALID_PARAMETER
+        );
         assert_eq!(VmbServerChannelInitSetMmioMegabytes(ch, 0, 4), 0);
-        assert_eq!(VmbServerChannelInitSetTargetVtl(ch, 3), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbServerChannelInitSetTargetVtl(ch, 3),
+            STATUS_INVALID_PARAMETER_2
+        );
         assert_eq!(VmbServerChannelInitSetTargetVtl(ch, 0), 0);
         assert_eq!(
             VmbServerChannelInitSetSaveRestorePacketCallbacks(ch, None, None),
             STATUS_INVALID_PARAMETER_2
         );
-        assert_eq!(VmbServerChannelInitSetVmbusHandle(ch, 0x44 as HANDLE), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbServerChannelInitSetVmbusHandle(ch, 0x44 as HANDLE),
+            STATUS_INVALID_PARAMETER_2
+        );
         // Client-only setters refuse a server channel.
-        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(ch, 1, 1), STATUS_INVALID_PARAMETER_1);
+        assert_eq!(
+            VmbClientChannelInitSetRingBufferPageCount(ch, 1, 1),
+            STATUS_INVALID_PARAMETER_1
+        );
         let ty = guid(1);
-        assert_eq!(VmbClientChannelInitSetTargetPnp(ch, &ty, std::ptr::null(), None), STATUS_INVALID_PARAMETER_1);
+        assert_eq!(
+            VmbClientChannelInitSetTargetPnp(ch, &ty, std::ptr::null(), None),
+            STATUS_INVALID_PARAMETER_1
+        );
     }
-    assert_eq!(bus.channel_info(ch).unwrap().server_flags, VMBUS_SERVER_CHANNEL_INIT_FLAGS);
+    assert_eq!(
+        bus.channel_info(ch).unwrap().server_flags,
+        VMBUS_SERVER_CHANNEL_INIT_FLAGS
+    );
     assert_eq!(bus.channel_info(ch).unwrap().mmio_megabytes, (0, 4));
     cleanup(ch);
     bus.assert_no_leaks();
@@ -139,13 +240,34 @@ fn init_setters_refuse_after_enable() {
     // SAFETY: live channels.
     unsafe {
         assert_eq!(VmbChannelInitSetFlags(c.ch, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbChannelInitSetMaximumPacketSize(s.ch, 10), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbChannelInitSetClientContextSize(c.ch, 1), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbChannelInitSetMaximumExternalData(c.ch, 1, 1), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbChannelInitSetProcessPacketCallbacks(c.ch, Some(process_packet), None), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbServerChannelInitSetFlags(s.ch, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbServerChannelInitSetTargetVtl(s.ch, 0), STATUS_INVALID_PARAMETER_1);
-        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(c.ch, 1, 1), STATUS_INVALID_PARAMETER_1);
+        assert_eq!(
+            VmbChannelInitSetMaximumPacketSize(s.ch, 10),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbChannelInitSetClientContextSize(c.ch, 1),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbChannelInitSetMaximumExternalData(c.ch, 1, 1),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbChannelInitSetProcessPacketCallbacks(c.ch, Some(process_packet), None),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbServerChannelInitSetFlags(s.ch, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbServerChannelInitSetTargetVtl(s.ch, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            VmbClientChannelInitSetRingBufferPageCount(c.ch, 1, 1),
+            STATUS_INVALID_PARAMETER_1
+        );
         assert_eq!(VmbChannelEnable(c.ch), STATUS_INVALID_DEVICE_STATE);
     }
     teardown(&[&c, &s]);
@@ -159,7 +281,12 @@ fn interrupt_latency_only_while_open() {
     let c = client(&bus);
     let mut old = 0u16;
     // SAFETY: live channel, writable output.
-    unsafe { assert_eq!(VmbChannelSetInterruptLatency(c.ch, 10, &mut old), STATUS_INVALID_DEVICE_STATE) };
+    unsafe {
+        assert_eq!(
+            VmbChannelSetInterruptLatency(c.ch, 10, &mut old),
+            STATUS_INVALID_DEVICE_STATE
+        )
+    };
     open(&bus, &s, &c);
     // SAFETY: as above.
     unsafe {
@@ -207,15 +334,27 @@ fn vmbus_handle_from_the_worker_process() {
         let _in = worker.enter();
         // SAFETY: writable outputs; running in the worker's context.
         unsafe {
-            assert_eq!(nt::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel), 0);
-            assert_eq!(nt::VmbConvertVmbusHandleToKernelHandle(other_user, &mut other_kernel), 0);
+            assert_eq!(
+                nt::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel),
+                0
+            );
+            assert_eq!(
+                nt::VmbConvertVmbusHandleToKernelHandle(other_user, &mut other_kernel),
+                0
+            );
         }
     }
     let s = server(&bus);
     // SAFETY: live channel; handles are looked up, not dereferenced.
     unsafe {
-        assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, other_kernel), STATUS_INVALID_PARAMETER_2);
-        assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, user), STATUS_INVALID_PARAMETER_2);
+        assert_eq!(
+            VmbServerChannelInitSetVmbusHandle(s.ch, other_kernel),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            VmbServerChannelInitSetVmbusHandle(s.ch, user),
+            STATUS_INVALID_PARAMETER_2
+        );
         assert!(!bus.server_vmbus_handle_set(s.ch));
         assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0);
     }
@@ -238,7 +377,10 @@ fn vmbus_handle_from_the_worker_process() {
 #[test]
 fn interface_tables_are_complete_and_reference_counted() {
     let t = vmbus_kmcl_sim::client_interface();
-    assert_eq!(t.InterfaceHeader.Size as usize, std::mem::size_of::<KMCL_CLIENT_INTERFACE_V1>());
+    assert_eq!(
+        t.InterfaceHeader.Size as usize,
+        std::mem::size_of::<KMCL_CLIENT_INTERFACE_V1>()
+    );
     assert_eq!(t.InterfaceHeader.Version, KMCL_CLIENT_INTERFACE_VERSION_V1);
     let ctx = t.InterfaceHeader.Context;
     assert_eq!(interface_reference_count(ctx), Some(1));
@@ -252,15 +394,22 @@ fn interface_tables_are_complete_and_reference_counted() {
     assert_eq!(interface_reference_count(ctx), Some(0));
     // Every slot is filled: the table is 41 non-null pointers after the header.
     // SAFETY: reading the table's bytes as pointer-sized words; it is plain data.
-    let words: &[usize; 45] = unsafe { &*(&t as *const KMCL_CLIENT_INTERFACE_V1 as *const [usize; 45]) };
+    let words: &[usize; 45] =
+        unsafe { &*(&t as *const KMCL_CLIENT_INTERFACE_V1 as *const [usize; 45]) };
     assert!(words[4..].iter().all(|w| *w != 0));
     let s = vmbus_kmcl_sim::server_interface();
     assert_eq!(s.ClientMethods.InterfaceHeader.Size as usize, 472);
     // SAFETY: as above, 59 words.
-    let words: &[usize; 59] = unsafe { &*(&s as *const KMCL_SERVER_INTERFACE_V1 as *const [usize; 59]) };
+    let words: &[usize; 59] =
+        unsafe { &*(&s as *const KMCL_SERVER_INTERFACE_V1 as *const [usize; 59]) };
     assert!(words[4..].iter().all(|w| *w != 0));
     // SAFETY: releasing the table's reference.
-    unsafe { (s.ClientMethods.InterfaceHeader.InterfaceDereference.unwrap())(s.ClientMethods.InterfaceHeader.Context) };
+    unsafe {
+        (s.ClientMethods
+            .InterfaceHeader
+            .InterfaceDereference
+            .unwrap())(s.ClientMethods.InterfaceHeader.Context)
+    };
 }
 
 #[test]
@@ -282,9 +431,17 @@ fn interface_through_the_table_and_bus_accounting() {
     // SAFETY: as above, with the wrong type and a short size.
     unsafe {
         let mut other = std::mem::MaybeUninit::<KMCL_SERVER_INTERFACE_V1>::uninit();
-        assert_eq!(bus.query_interface(&guid(9), 472, 1, other.as_mut_ptr().cast()), STATUS_INVALID_PARAMETER);
         assert_eq!(
-            bus.query_interface(&vmbus_kmcl_sim::exports::KMCL_SERVER_INTERFACE_TYPE, 100, 1, other.as_mut_ptr().cast()),
+            bus.query_interface(&guid(9), 472, 1, other.as_mut_ptr().cast()),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            bus.query_interface(
+                &vmbus_kmcl_sim::exports::KMCL_SERVER_INTERFACE_TYPE,
+                100,
+                1,
+                other.as_mut_ptr().cast()
+            ),
             STATUS_BUFFER_TOO_SMALL
         );
     }
@@ -293,8 +450,16 @@ fn interface_through_the_table_and_bus_accounting() {
     let mut ch = std::ptr::null_mut();
     // SAFETY: the table's functions with valid arguments.
     unsafe {
-        assert_eq!((c.VmbChannelAllocate.unwrap())(bus.root_device(), 1, &mut ch), 0);
-        assert_eq!((t.ServerMethods.VmbServerChannelInitSetMmioMegabytes.unwrap())(ch, 1, 0), 0);
+        assert_eq!(
+            (c.VmbChannelAllocate.unwrap())(bus.root_device(), 1, &mut ch),
+            0
+        );
+        assert_eq!(
+            (t.ServerMethods
+                .VmbServerChannelInitSetMmioMegabytes
+                .unwrap())(ch, 1, 0),
+            0
+        );
         (c.VmbChannelDisable.unwrap())(ch);
         (c.VmbChannelCleanup.unwrap())(ch);
     }
@@ -351,15 +516,36 @@ fn hostile_guest_packets_are_validated_before_the_driver_sees_them() {
     // The client driver never saw the completion.
     assert!(c.ctx.completions.lock().unwrap().is_empty());
     // Malformed and oversized ones are refused.
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &good[..10]), Err(RawPacketError::Malformed));
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &raw(6, 1, 3, 0, 1, b"12345678")), Err(RawPacketError::Malformed));
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &raw(6, 2, 9, 0, 1, b"12345678")), Err(RawPacketError::Malformed));
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &raw(0xb, 2, 3, 0, 1, b"12345678")), Err(RawPacketError::UnsupportedType));
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &raw(6, 2, 3, 0x80, 1, b"12345678")), Err(RawPacketError::UnsupportedType));
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &good[..10]),
+        Err(RawPacketError::Malformed)
+    );
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &raw(6, 1, 3, 0, 1, b"12345678")),
+        Err(RawPacketError::Malformed)
+    );
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &raw(6, 2, 9, 0, 1, b"12345678")),
+        Err(RawPacketError::Malformed)
+    );
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &raw(0xb, 2, 3, 0, 1, b"12345678")),
+        Err(RawPacketError::UnsupportedType)
+    );
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &raw(6, 2, 3, 0x80, 1, b"12345678")),
+        Err(RawPacketError::UnsupportedType)
+    );
     let big = vec![0u8; 4104];
     let n8 = ((16 + big.len()) / 8) as u16;
-    assert_eq!(bus.inject_raw_guest_packet(s.ch, &raw(6, 2, n8, 0, 1, &big)), Err(RawPacketError::Oversized));
-    assert_eq!(bus.inject_raw_guest_packet(c.ch, &good), Err(RawPacketError::NotConnected));
+    assert_eq!(
+        bus.inject_raw_guest_packet(s.ch, &raw(6, 2, n8, 0, 1, &big)),
+        Err(RawPacketError::Oversized)
+    );
+    assert_eq!(
+        bus.inject_raw_guest_packet(c.ch, &good),
+        Err(RawPacketError::NotConnected)
+    );
     assert_eq!(bus.rejected_raw_guest_packets(), 7);
     // Random garbage never panics and never reaches the driver unvalidated.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -390,7 +576,10 @@ fn crashed_guest_mid_transaction() {
     bus.run_until_idle();
     // The server sees the guest go away and its transaction cancelled, in order.
     assert_eq!(s.ctx.log()[3..], ["suspend", "closed"]);
-    assert_eq!(*s.ctx.completions.lock().unwrap(), [(STATUS_CANCELLED, vec![])]);
+    assert_eq!(
+        *s.ctx.completions.lock().unwrap(),
+        [(STATUS_CANCELLED, vec![])]
+    );
     assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Crashed);
     // The crashed driver gets nothing more.
     assert_eq!(c.ctx.log().len(), 3);

@@ -1,5 +1,10 @@
 //! GPADLs (fact sheet §6.1 #3-#5, §6.2 #42/#47, §7.5) and save/restore (§6.2 #43-#46, #49,
 //! C8/C9, §7.6).
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \
+              channels and buffers owned by the test, stated once per block"
+)]
 
 mod common;
 
@@ -16,7 +21,13 @@ fn create_from_buffer(c: &Ep, buf: &mut [u8], flags: u32) -> (NTSTATUS, u32) {
     let mut id = 0;
     // SAFETY: `buf` outlives the GPADL in every test.
     let st = unsafe {
-        VmbChannelCreateGpadlFromBuffer(c.ch, flags, buf.as_mut_ptr() as PVOID, buf.len() as u32, &mut id)
+        VmbChannelCreateGpadlFromBuffer(
+            c.ch,
+            flags,
+            buf.as_mut_ptr() as PVOID,
+            buf.len() as u32,
+            &mut id,
+        )
     };
     (st, id)
 }
@@ -62,7 +73,10 @@ fn gpadl_from_mdl_window() {
     let mut id = 0;
     // SAFETY: the MDLs outlive the GPADL.
     unsafe {
-        assert_eq!(VmbChannelCreateGpadlFromMdl(c.ch, 0, first.as_pmdl(), 2, 4, &mut id), 0);
+        assert_eq!(
+            VmbChannelCreateGpadlFromMdl(c.ch, 0, first.as_pmdl(), 2, 4, &mut id),
+            0
+        );
         assert_eq!(
             VmbChannelCreateGpadlFromMdl(c.ch, 0, first.as_pmdl(), 6, 4, &mut 0),
             STATUS_INVALID_PARAMETER_3,
@@ -88,12 +102,19 @@ fn gpadl_read_only_rules_and_single_mapping() {
     let (s, c) = pair(&bus);
     let mut buf = vec![0u8; 16];
     let (_, id) = create_from_buffer(&c, &mut buf, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY);
-    assert_eq!(map(&s, id, 0).0, STATUS_ACCESS_DENIED, "write mapping of a read-only GPADL");
+    assert_eq!(
+        map(&s, id, 0).0,
+        STATUS_ACCESS_DENIED,
+        "write mapping of a read-only GPADL"
+    );
     let (st, mdl) = map(&s, id, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY);
     assert_eq!(st, STATUS_SUCCESS);
     // SAFETY: alive; read-only MDLs give no writable slice.
     assert!(unsafe { mdl_bytes(mdl) }.is_none());
-    assert_eq!(map(&s, id, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY).0, STATUS_INVALID_DEVICE_STATE);
+    assert_eq!(
+        map(&s, id, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY).0,
+        STATUS_INVALID_DEVICE_STATE
+    );
     assert_eq!(map(&s, id + 100, 0).0, STATUS_INVALID_PARAMETER_3);
     assert_eq!(map(&s, id, 0x8).0, STATUS_INVALID_PARAMETER_2);
     // SAFETY: live channels.
@@ -123,10 +144,21 @@ fn gpadl_create_rules() {
     let s = server(&bus);
     let c = client(&bus);
     let mut buf = vec![0u8; 16];
-    assert_eq!(create_from_buffer(&c, &mut buf, 0).0, STATUS_INVALID_DEVICE_STATE, "not open");
+    assert_eq!(
+        create_from_buffer(&c, &mut buf, 0).0,
+        STATUS_INVALID_DEVICE_STATE,
+        "not open"
+    );
     open(&bus, &s, &c);
-    assert_eq!(create_from_buffer(&c, &mut buf, 2).0, STATUS_INVALID_PARAMETER_2);
-    assert_eq!(create_from_buffer(&s, &mut buf, 0).0, STATUS_INVALID_PARAMETER_1, "server");
+    assert_eq!(
+        create_from_buffer(&c, &mut buf, 2).0,
+        STATUS_INVALID_PARAMETER_2
+    );
+    assert_eq!(
+        create_from_buffer(&s, &mut buf, 0).0,
+        STATUS_INVALID_PARAMETER_1,
+        "server"
+    );
     let mut id = 0;
     // SAFETY: NULL buffer and zero size are rejected before any access.
     unsafe {
@@ -159,7 +191,10 @@ fn gpadl_delete_blocks_while_mapped() {
     let t0 = std::time::Instant::now();
     // SAFETY: live channel.
     unsafe { VmbChannelDeleteGpadl(c.ch, id) };
-    assert!(t0.elapsed() >= Duration::from_millis(40), "delete did not wait for the unmap");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(40),
+        "delete did not wait for the unmap"
+    );
     t.join().unwrap();
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
@@ -247,7 +282,11 @@ fn save_restore_server(bus: &Bus) -> Ep {
     // SAFETY: live channel in the init phase.
     unsafe {
         assert_eq!(
-            VmbServerChannelInitSetSaveRestorePacketCallbacks(s.ch, Some(save_packet), Some(restore_packet)),
+            VmbServerChannelInitSetSaveRestorePacketCallbacks(
+                s.ch,
+                Some(save_packet),
+                Some(restore_packet)
+            ),
             0
         );
     }
@@ -269,15 +308,31 @@ fn save_and_restore_with_in_flight_packet() {
     // SAFETY: live channel and buffers.
     unsafe {
         assert_eq!(VmbChannelSaveBegin(s.ch), 0);
-        assert_eq!(VmbChannelSaveBegin(s.ch), STATUS_INVALID_DEVICE_STATE, "one save at a time");
+        assert_eq!(
+            VmbChannelSaveBegin(s.ch),
+            STATUS_INVALID_DEVICE_STATE,
+            "one save at a time"
+        );
         let (mut filled, mut required) = (0u32, 0u32);
         let mut tiny = [0u8; 8];
-        let st = VmbChannelSaveContinue(s.ch, tiny.as_mut_ptr() as PVOID, 8, &mut filled, &mut required);
+        let st = VmbChannelSaveContinue(
+            s.ch,
+            tiny.as_mut_ptr() as PVOID,
+            8,
+            &mut filled,
+            &mut required,
+        );
         assert_eq!(st, STATUS_BUFFER_TOO_SMALL);
         assert!(required > 8);
         loop {
             let mut buf = vec![0u8; 40];
-            let st = VmbChannelSaveContinue(s.ch, buf.as_mut_ptr() as PVOID, 40, &mut filled, &mut required);
+            let st = VmbChannelSaveContinue(
+                s.ch,
+                buf.as_mut_ptr() as PVOID,
+                40,
+                &mut filled,
+                &mut required,
+            );
             buf.truncate(filled as usize);
             chunks.push(buf);
             if st == STATUS_SUCCESS {
@@ -302,7 +357,10 @@ fn save_and_restore_with_in_flight_packet() {
     // SAFETY: live channel and chunks.
     unsafe {
         let bad = [0u8; 20];
-        assert_eq!(VmbChannelRestoreFromBuffer(s2.ch, bad.as_ptr() as PVOID, 20), STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            VmbChannelRestoreFromBuffer(s2.ch, bad.as_ptr() as PVOID, 20),
+            STATUS_INVALID_PARAMETER
+        );
         for (i, ch) in chunks.iter().enumerate() {
             let st = VmbChannelRestoreFromBuffer(s2.ch, ch.as_ptr() as PVOID, ch.len() as u32);
             if i + 1 == chunks.len() {
@@ -318,7 +376,10 @@ fn save_and_restore_with_in_flight_packet() {
     let c2 = client(&bus);
     open(&bus, &s2, &c2);
     assert_eq!(*c2.ctx.payloads.lock().unwrap(), [b"inflight".to_vec()]);
-    assert_eq!(*s2.ctx.completions.lock().unwrap(), [(STATUS_SUCCESS, b"thgilfni".to_vec())]);
+    assert_eq!(
+        *s2.ctx.completions.lock().unwrap(),
+        [(STATUS_SUCCESS, b"thgilfni".to_vec())]
+    );
     free(&[restored[0] as VMBPACKET]);
     teardown(&[&c2, &s2]);
     bus.assert_no_leaks();

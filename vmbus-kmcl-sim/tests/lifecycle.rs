@@ -1,5 +1,10 @@
 //! Channel lifecycle against the KMCL state model (fact sheet §7): pairing by GUIDs, the order
 //! of the state callbacks, pause/start, disable/rescind, re-enable, and opening failures.
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \
+              channels and buffers owned by the test, stated once per block"
+)]
 
 mod common;
 
@@ -33,7 +38,10 @@ fn enable_does_not_wait_for_the_peer() {
     }
     // Nothing ran yet: opening is asynchronous.
     assert!(s.ctx.log().is_empty() && c.ctx.log().is_empty());
-    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Connecting);
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().state,
+        ChannelState::Connecting
+    );
     bus.run_until_idle();
     assert_eq!(c.ctx.log(), ["opened", "started", "post_started"]);
     teardown(&[&c, &s]);
@@ -132,7 +140,14 @@ fn pause_runs_suspend_and_start_restarts_flow() {
     bus.run_until_idle();
     assert_eq!(
         c.ctx.log(),
-        ["opened", "started", "post_started", "suspend", "started", "post_started"]
+        [
+            "opened",
+            "started",
+            "post_started",
+            "suspend",
+            "started",
+            "post_started"
+        ]
     );
     assert_eq!(c.ctx.payloads.lock().unwrap().len(), 1);
     teardown(&[&c, &s]);
@@ -158,7 +173,10 @@ fn pause_waits_for_held_packets_to_be_completed() {
     let t0 = std::time::Instant::now();
     // SAFETY: live channel.
     unsafe { VmbChannelPause(c.ch) };
-    assert!(t0.elapsed() >= std::time::Duration::from_millis(40), "pause returned early");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(40),
+        "pause returned early"
+    );
     t.join().unwrap();
     assert_eq!(bus.channel_info(c.ch).unwrap().outstanding_incoming, 0);
     bus.run_until_idle();
@@ -211,7 +229,10 @@ fn client_disable_suspends_then_closes_both_sides() {
     assert_eq!(c.ctx.log()[3..], ["suspend", "closed"]);
     bus.run_until_idle();
     assert_eq!(s.ctx.log()[3..], ["suspend", "closed"]);
-    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Disabled);
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().state,
+        ChannelState::Disabled
+    );
     // The server's offer stays up: a re-enabled client opens it again.
     assert_eq!(bus.channel_info(s.ch).unwrap().state, ChannelState::Enabled);
     // SAFETY: live channel.
@@ -232,7 +253,10 @@ fn server_rescind_closes_the_client_which_must_reenable() {
     assert_eq!(s.ctx.log()[3..], ["suspend", "closed"]);
     bus.run_until_idle();
     assert_eq!(c.ctx.log()[3..], ["suspend", "closed"]);
-    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Disabled);
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().state,
+        ChannelState::Disabled
+    );
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
@@ -242,7 +266,9 @@ fn failing_opened_rolls_back_without_traffic() {
     let bus = Bus::new();
     let s = server(&bus);
     let c = client(&bus);
-    c.ctx.opened_status.store(STATUS_UNSUCCESSFUL, std::sync::atomic::Ordering::SeqCst);
+    c.ctx
+        .opened_status
+        .store(STATUS_UNSUCCESSFUL, std::sync::atomic::Ordering::SeqCst);
     open(&bus, &s, &c);
     assert_eq!(c.ctx.log(), ["opened"]);
     // The server had opened (its flow never started); it sees the pairing go away.
@@ -266,7 +292,10 @@ fn pnp_failure_callback_reports_injected_open_failure() {
     let ty = guid(TYPE);
     // SAFETY: live channel, readable GUID.
     unsafe {
-        assert_eq!(VmbClientChannelInitSetTargetPnp(c.ch, &ty, std::ptr::null(), Some(pnp_failure)), 0)
+        assert_eq!(
+            VmbClientChannelInitSetTargetPnp(c.ch, &ty, std::ptr::null(), Some(pnp_failure)),
+            0
+        )
     };
     bus.fail_next_open(STATUS_INSUFFICIENT_RESOURCES);
     open(&bus, &s, &c);
@@ -306,7 +335,11 @@ fn state_calls_from_state_callbacks_are_violations() {
     unsafe { assert_eq!(VmbChannelInitSetStateChangeCallbacks(c.ch, &mut cbs), 0) };
     open(&bus, &s, &c);
     let v = bus.take_violations();
-    assert!(v.iter().any(|m| m.contains("VmbChannelPause called from inside")), "{v:?}");
+    assert!(
+        v.iter()
+            .any(|m| m.contains("VmbChannelPause called from inside")),
+        "{v:?}"
+    );
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
@@ -323,9 +356,13 @@ fn cleanup_of_an_enabled_channel_is_reported_and_stale_handles_too() {
     // SAFETY: deliberate misuse; the handle is only decoded, never dereferenced.
     unsafe { VmbChannelStart(c.ch) };
     // SAFETY: as above.
-    assert_eq!(unsafe { VmbChannelInitSetFlags(c.ch, 0) }, STATUS_INVALID_PARAMETER_1);
+    let st = unsafe { VmbChannelInitSetFlags(c.ch, 0) };
+    assert_eq!(st, STATUS_INVALID_PARAMETER_1);
     let v = bus.take_violations();
-    assert!(v.len() == 2 && v.iter().all(|m| m.contains("stale VMBCHANNEL")), "{v:?}");
+    assert!(
+        v.len() == 2 && v.iter().all(|m| m.contains("stale VMBCHANNEL")),
+        "{v:?}"
+    );
     bus.run_until_idle();
     teardown(&[&s]);
     bus.assert_no_leaks();
@@ -348,5 +385,8 @@ fn dropping_a_bus_with_a_leak_panics() {
     });
     let msg = r.unwrap_err();
     let msg = msg.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("dropped while not clean") && msg.contains("channels: 1"), "{msg}");
+    assert!(
+        msg.contains("dropped while not clean") && msg.contains("channels: 1"),
+        "{msg}"
+    );
 }

@@ -1,5 +1,10 @@
 //! Packets, completions, rings, quota, deferral, failure, external data and synchronous
 //! requests (fact sheet §6.1 #18-#41, §7.3, §7.4).
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \
+              channels and buffers owned by the test, stated once per block"
+)]
 
 mod common;
 
@@ -20,7 +25,10 @@ fn completion_routine_gets_the_peer_completion_buffer() {
     assert_eq!(st, STATUS_SUCCESS);
     bus.run_until_idle();
     assert_eq!(*s.ctx.payloads.lock().unwrap(), [b"abc".to_vec()]);
-    assert_eq!(*c.ctx.completions.lock().unwrap(), [(STATUS_SUCCESS, b"cba".to_vec())]);
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_SUCCESS, b"cba".to_vec())]
+    );
     // Packet callbacks and completion routines run at DISPATCH_LEVEL by default.
     assert_eq!(*s.ctx.packet_irqls.lock().unwrap(), [DISPATCH_LEVEL]);
     assert_eq!(*c.ctx.completion_irqls.lock().unwrap(), [DISPATCH_LEVEL]);
@@ -38,7 +46,10 @@ fn without_wait_flag_completion_comes_when_the_packet_is_in_the_ring() {
     let (p, _) = send(&c, b"nw", 0);
     assert!(bus.pump_one());
     // Completed (no data) although the server has not seen it yet.
-    assert_eq!(*c.ctx.completions.lock().unwrap(), [(STATUS_SUCCESS, vec![])]);
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_SUCCESS, vec![])]
+    );
     assert!(s.ctx.payloads.lock().unwrap().is_empty());
     bus.run_until_idle();
     assert_eq!(s.ctx.payloads.lock().unwrap().len(), 1);
@@ -132,7 +143,10 @@ fn small_ring_pair(bus: &Bus, in_pages: u32, out_pages: u32) -> (Ep, Ep) {
     unsafe {
         assert_eq!(VmbChannelInitSetMaximumPacketSize(c.ch, 64), 0);
         assert_eq!(VmbChannelInitSetMaximumPacketSize(s.ch, 64), 0);
-        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(c.ch, in_pages, out_pages), 0);
+        assert_eq!(
+            VmbClientChannelInitSetRingBufferPageCount(c.ch, in_pages, out_pages),
+            0
+        );
     }
     open(bus, &s, &c);
     (s, c)
@@ -142,8 +156,14 @@ fn small_ring_pair(bus: &Bus, in_pages: u32, out_pages: u32) -> (Ep, Ep) {
 fn ring_capacity_comes_from_the_page_counts() {
     let bus = Bus::new();
     let (s, c) = small_ring_pair(&bus, 3, 2);
-    assert_eq!(bus.channel_info(c.ch).unwrap().outgoing_ring_capacity, 2 * 4096);
-    assert_eq!(bus.channel_info(s.ch).unwrap().outgoing_ring_capacity, 3 * 4096);
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().outgoing_ring_capacity,
+        2 * 4096
+    );
+    assert_eq!(
+        bus.channel_info(s.ch).unwrap().outgoing_ring_capacity,
+        3 * 4096
+    );
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
@@ -235,7 +255,11 @@ fn transaction_quota_limits_outstanding_packets() {
     // SAFETY: completing held packets once each.
     unsafe { VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
     bus.run_until_idle();
-    assert_eq!(s.ctx.held.lock().unwrap().len(), 0, "one still outstanding with quota 1");
+    assert_eq!(
+        s.ctx.held.lock().unwrap().len(),
+        0,
+        "one still outstanding with quota 1"
+    );
     // SAFETY: as above.
     unsafe { VmbChannelPacketComplete(held[1] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
     bus.run_until_idle();
@@ -258,7 +282,10 @@ fn defer_to_passive_redelivers_at_passive_level() {
     s.ctx.mode.store(DEFER_ONCE, Ordering::SeqCst);
     let (p, _) = send(&c, b"dp", WAIT);
     bus.run_until_idle();
-    assert_eq!(*s.ctx.packet_irqls.lock().unwrap(), [DISPATCH_LEVEL, PASSIVE_LEVEL]);
+    assert_eq!(
+        *s.ctx.packet_irqls.lock().unwrap(),
+        [DISPATCH_LEVEL, PASSIVE_LEVEL]
+    );
     assert_eq!(c.ctx.completions.lock().unwrap().len(), 1);
     free(&[p]);
     teardown(&[&c, &s]);
@@ -320,7 +347,10 @@ fn packet_fail_stops_the_incoming_queue() {
     bus.run_until_idle();
     assert_eq!(s.ctx.payloads.lock().unwrap().len(), 1);
     assert!(bus.channel_info(s.ch).unwrap().incoming_queue_failed);
-    assert_eq!(*c.ctx.completions.lock().unwrap(), [(STATUS_UNSUCCESSFUL, vec![])]);
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_UNSUCCESSFUL, vec![])]
+    );
     // Restarting the flow turns the queue back on.
     s.ctx.mode.store(COMPLETE_INLINE, Ordering::SeqCst);
     // SAFETY: live channel.
@@ -348,15 +378,18 @@ fn send_rules_oversize_flags_and_state() {
     // SAFETY: NULL buffer with a length.
     let st = unsafe { VmbPacketSend(p, std::ptr::null_mut(), 1, std::ptr::null_mut(), 0) };
     assert_eq!(st, STATUS_INVALID_PARAMETER_2);
-    // SAFETY: a pointer that is not a sim MDL is rejected, not dereferenced.
     let bogus = 0x10 as PMDL;
+    // SAFETY: a pointer that is not a sim MDL is rejected, not dereferenced.
     let st = unsafe { VmbPacketSend(p, big.as_ptr() as PVOID, 1, bogus, WAIT) };
     assert_eq!(st, STATUS_INVALID_PARAMETER_4);
     // Sending a packet twice while in flight.
     s.ctx.mode.store(HOLD, Ordering::SeqCst);
     // SAFETY: live packet.
     unsafe {
-        assert_eq!(VmbPacketSend(p, big.as_ptr() as PVOID, 1, std::ptr::null_mut(), WAIT), 0);
+        assert_eq!(
+            VmbPacketSend(p, big.as_ptr() as PVOID, 1, std::ptr::null_mut(), WAIT),
+            0
+        );
         let st = VmbPacketSend(p, big.as_ptr() as PVOID, 1, std::ptr::null_mut(), WAIT);
         assert_eq!(st, STATUS_INVALID_DEVICE_STATE);
     }
@@ -377,7 +410,10 @@ fn sending_after_suspend_is_a_violation() {
     unsafe { VmbChannelPause(c.ch) };
     assert_eq!(send_default(&c, b"late", WAIT), 0);
     let v = bus.take_violations();
-    assert!(v.len() == 1 && v[0].contains("after EvtChannelSuspend"), "{v:?}");
+    assert!(
+        v.len() == 1 && v[0].contains("after EvtChannelSuspend"),
+        "{v:?}"
+    );
     // SAFETY: live channel.
     unsafe { VmbChannelStart(c.ch) };
     bus.run_until_idle();
@@ -391,13 +427,22 @@ fn packet_initialize_size_rules_and_routine_requirement() {
     let (s, c) = pair(&bus);
     // SAFETY: live channel.
     let need = unsafe { VmbChannelSizeofPacket(c.ch) };
-    assert!(need > 4096 + 8, "must exceed max packet size + sizeof(PVOID)");
+    assert!(
+        need > 4096 + 8,
+        "must exceed max packet size + sizeof(PVOID)"
+    );
     let mut mem = vec![0u64; need as usize / 8 + 1];
     let pkt = mem.as_mut_ptr() as VMBPACKET;
     // SAFETY: `mem` is reserved for the packet while it is in use.
     unsafe {
-        assert_eq!(VmbPacketInitialize(c.ch, pkt, need - 8), STATUS_INVALID_PARAMETER_3);
-        assert_eq!(VmbPacketInitialize(c.ch, pkt, 4096 + 8), STATUS_INVALID_PARAMETER_3);
+        assert_eq!(
+            VmbPacketInitialize(c.ch, pkt, need - 8),
+            STATUS_INVALID_PARAMETER_3
+        );
+        assert_eq!(
+            VmbPacketInitialize(c.ch, pkt, 4096 + 8),
+            STATUS_INVALID_PARAMETER_3
+        );
         assert_eq!(VmbPacketInitialize(c.ch, pkt, need), STATUS_SUCCESS);
         // No completion routine yet.
         let st = VmbPacketSend(pkt, mem.as_ptr() as PVOID, 4, std::ptr::null_mut(), WAIT);
@@ -411,7 +456,10 @@ fn packet_initialize_size_rules_and_routine_requirement() {
         assert_eq!(VmbPacketGetChannel(pkt), c.ch);
     }
     bus.run_until_idle();
-    assert_eq!(*c.ctx.completions.lock().unwrap(), [(STATUS_SUCCESS, b"tini".to_vec())]);
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_SUCCESS, b"tini".to_vec())]
+    );
     // SAFETY: caller memory packets are not freed with VmbPacketFree.
     unsafe { VmbPacketFree(pkt) };
     assert_eq!(bus.take_violations().len(), 1);
@@ -437,7 +485,10 @@ fn allocation_failure_injection() {
     let mut ch = std::ptr::null_mut();
     // SAFETY: writable output.
     unsafe {
-        assert_eq!(VmbChannelAllocate(bus.guest_device(), 0, &mut ch), STATUS_INSUFFICIENT_RESOURCES);
+        assert_eq!(
+            VmbChannelAllocate(bus.guest_device(), 0, &mut ch),
+            STATUS_INSUFFICIENT_RESOURCES
+        );
     }
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
@@ -452,7 +503,10 @@ fn send_external(from: &Ep, mdl: &SimMdl, flags: u32) -> VMBPACKET {
         VmbPacketSetPointer(p, Arc::as_ptr(&from.ctx) as PVOID);
         VmbPacketSetCompletionRoutine(p, Some(record_completion));
         let hdr = *b"ext";
-        assert_eq!(VmbPacketSend(p, hdr.as_ptr() as PVOID, 3, mdl.as_pmdl(), flags), 0);
+        assert_eq!(
+            VmbPacketSend(p, hdr.as_ptr() as PVOID, 3, mdl.as_pmdl(), flags),
+            0
+        );
         p
     }
 }
@@ -479,7 +533,10 @@ fn external_data_read_only_mapping_refuses_writes() {
     let bus = Bus::new();
     let (s, c) = pair(&bus);
     s.ctx.mode.store(EXTERNAL, Ordering::SeqCst);
-    s.ctx.ext_flags.store(VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY, Ordering::SeqCst);
+    s.ctx.ext_flags.store(
+        VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY,
+        Ordering::SeqCst,
+    );
     let mdl = SimMdl::from_bytes(b"ro-data");
     let p = send_external(&c, &mdl, WAIT);
     bus.run_until_idle();
@@ -516,21 +573,42 @@ fn external_mdl_window_pfns_and_wait_requirement() {
     let bus = Bus::new();
     let (s, c) = pair(&bus);
     s.ctx.mode.store(EXTERNAL, Ordering::SeqCst);
-    s.ctx.ext_flags.store(VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY, Ordering::SeqCst);
+    s.ctx.ext_flags.store(
+        VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY,
+        Ordering::SeqCst,
+    );
     let mdl = SimMdl::from_bytes(b"0123456789");
     // SAFETY: live objects; the MDL outlives the transactions.
     unsafe {
         let p = VmbPacketAllocate(c.ch);
         let st = VmbPacketSendWithExternalMdl(p, std::ptr::null_mut(), 0, mdl.as_pmdl(), 2, 3, 0);
-        assert_eq!(st, STATUS_INVALID_PARAMETER, "WAIT_FOR_COMPLETION is required");
-        let st = VmbPacketSendWithExternalMdl(p, std::ptr::null_mut(), 0, mdl.as_pmdl(), 2, 3, WAIT);
+        assert_eq!(
+            st, STATUS_INVALID_PARAMETER,
+            "WAIT_FOR_COMPLETION is required"
+        );
+        let st =
+            VmbPacketSendWithExternalMdl(p, std::ptr::null_mut(), 0, mdl.as_pmdl(), 2, 3, WAIT);
         assert_eq!(st, STATUS_SUCCESS);
         bus.run_until_idle();
         let pfns = [7u64, 9];
         let p2 = VmbPacketAllocate(c.ch);
-        let st = VmbPacketSendWithExternalPfns(p2, std::ptr::null_mut(), 0, pfns.as_ptr() as PPFN_NUMBER, 2, 0);
+        let st = VmbPacketSendWithExternalPfns(
+            p2,
+            std::ptr::null_mut(),
+            0,
+            pfns.as_ptr() as PPFN_NUMBER,
+            2,
+            0,
+        );
         assert_eq!(st, STATUS_INVALID_PARAMETER);
-        let st = VmbPacketSendWithExternalPfns(p2, std::ptr::null_mut(), 0, pfns.as_ptr() as PPFN_NUMBER, 2, WAIT);
+        let st = VmbPacketSendWithExternalPfns(
+            p2,
+            std::ptr::null_mut(),
+            0,
+            pfns.as_ptr() as PPFN_NUMBER,
+            2,
+            WAIT,
+        );
         assert_eq!(st, STATUS_SUCCESS);
         bus.run_until_idle();
     }
@@ -544,10 +622,18 @@ fn external_mdl_window_pfns_and_wait_requirement() {
 
 // ----- Synchronous requests -----
 
-fn sync(ch: VMBCHANNEL, data: &[u8], flags: u32, cap: u32, timeout: Option<i64>) -> (NTSTATUS, Vec<u8>) {
+fn sync(
+    ch: VMBCHANNEL,
+    data: &[u8],
+    flags: u32,
+    cap: u32,
+    timeout: Option<i64>,
+) -> (NTSTATUS, Vec<u8>) {
     let mut out = vec![0u8; cap as usize];
     let mut size = cap;
-    let mut t = LARGE_INTEGER { QuadPart: timeout.unwrap_or(0) };
+    let mut t = LARGE_INTEGER {
+        QuadPart: timeout.unwrap_or(0),
+    };
     // SAFETY: live buffers of the stated sizes.
     let st = unsafe {
         VmbChannelSendSynchronousRequest(
@@ -558,7 +644,11 @@ fn sync(ch: VMBCHANNEL, data: &[u8], flags: u32, cap: u32, timeout: Option<i64>)
             flags,
             out.as_mut_ptr() as PVOID,
             &mut size,
-            if timeout.is_some() { &mut t } else { std::ptr::null_mut() },
+            if timeout.is_some() {
+                &mut t
+            } else {
+                std::ptr::null_mut()
+            },
         )
     };
     out.truncate(size as usize);
@@ -592,7 +682,11 @@ fn sync_request_zero_timeout_does_not_queue_when_full() {
     let (s, c) = pair(&bus);
     bus.set_ring_full(c.ch, true);
     assert_eq!(sync(c.ch, b"x", 0, 0, Some(0)).0, STATUS_BUFFER_OVERFLOW);
-    assert_eq!(bus.channel_info(c.ch).unwrap().outgoing_waiting, 0, "not queued");
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().outgoing_waiting,
+        0,
+        "not queued"
+    );
     bus.set_ring_full(c.ch, false);
     assert_eq!(sync(c.ch, b"x", 0, 0, Some(0)).0, STATUS_SUCCESS);
     bus.run_until_idle();
@@ -723,7 +817,10 @@ fn in_flight_packets_are_cancelled_when_the_channel_closes() {
     unsafe { VmbChannelDisable(s.ch) };
     t.join().unwrap();
     bus.run_until_idle();
-    assert_eq!(*c.ctx.completions.lock().unwrap(), [(STATUS_CANCELLED, vec![])]);
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_CANCELLED, vec![])]
+    );
     free(&[p]);
     teardown(&[&c, &s]);
     bus.assert_no_leaks();

@@ -1,6 +1,9 @@
 //! A small recording driver shared by the sim's tests: every callback appends to the channel's
 //! log, incoming packets are completed inline (echoing a reply) or held, as the test asks.
-#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,9 @@ pub const EXTERNAL: u32 = 3;
 /// Fail the packet.
 pub const FAIL: u32 = 4;
 
+/// What the packet callback saw of external data: status, bytes, read-only.
+pub type ExternalSeen = (NTSTATUS, Vec<u8>, Option<bool>);
+
 /// Per-channel test state, reached through `VmbChannelGetPointer`.
 #[derive(Default)]
 pub struct Ctx {
@@ -30,7 +36,7 @@ pub struct Ctx {
     pub held: Mutex<Vec<usize>>,
     pub payloads: Mutex<Vec<Vec<u8>>>,
     pub packet_irqls: Mutex<Vec<u8>>,
-    pub external: Mutex<Vec<(NTSTATUS, Vec<u8>, Option<bool>)>>,
+    pub external: Mutex<Vec<ExternalSeen>>,
     pub completions: Mutex<Vec<(NTSTATUS, Vec<u8>)>>,
     pub completion_irqls: Mutex<Vec<u8>>,
     pub batches: Mutex<Vec<u32>>,
@@ -167,7 +173,12 @@ pub unsafe extern "C" fn record_completion(pkt: VMBPACKET, status: NTSTATUS, buf
 }
 
 pub fn guid(n: u32) -> GUID {
-    GUID { Data1: n, Data2: 0x51, Data3: 0x4d, Data4: [1, 2, 3, 4, 5, 6, 7, 8] }
+    GUID {
+        Data1: n,
+        Data2: 0x51,
+        Data3: 0x4d,
+        Data4: [1, 2, 3, 4, 5, 6, 7, 8],
+    }
 }
 
 pub const TYPE: u32 = 0xC0FFEE;
@@ -196,7 +207,10 @@ pub fn server(bus: &Bus) -> Ep {
     // SAFETY: plain KMCL calls with live arguments; the Ctx outlives the channel.
     unsafe {
         assert_eq!(VmbChannelAllocate(bus.root_device(), 1, &mut ch), 0);
-        assert_eq!(VmbServerChannelInitSetTargetInterfaceId(ch, guid(TYPE), guid(INSTANCE)), 0);
+        assert_eq!(
+            VmbServerChannelInitSetTargetInterfaceId(ch, guid(TYPE), guid(INSTANCE)),
+            0
+        );
         let mut cbs = callbacks();
         assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), 0);
         assert_eq!(
@@ -220,7 +234,10 @@ pub fn client(bus: &Bus) -> Ep {
     unsafe {
         assert_eq!(VmbChannelAllocate(bus.guest_device(), 0, &mut ch), 0);
         let ty = guid(TYPE);
-        assert_eq!(VmbClientChannelInitSetTargetPnp(ch, &ty, std::ptr::null(), None), 0);
+        assert_eq!(
+            VmbClientChannelInitSetTargetPnp(ch, &ty, std::ptr::null(), None),
+            0
+        );
         let mut cbs = callbacks();
         assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), 0);
         assert_eq!(
@@ -291,7 +308,13 @@ pub fn send_default(from: &Ep, data: &[u8], flags: u32) -> NTSTATUS {
     unsafe {
         let p = VmbPacketAllocate(from.ch);
         assert!(!p.is_null());
-        VmbPacketSend(p, data.as_ptr() as PVOID, data.len() as u32, std::ptr::null_mut(), flags)
+        VmbPacketSend(
+            p,
+            data.as_ptr() as PVOID,
+            data.len() as u32,
+            std::ptr::null_mut(),
+            flags,
+        )
     }
 }
 
