@@ -314,8 +314,7 @@ pub(crate) fn new_interface_context(bus: Option<u64>) -> PVOID {
     // Distinct, non-null, never dereferenced values.
     let id = 0x7000_0000 + NEXT_INTERFACE.fetch_add(1, Ordering::Relaxed) * 16;
     interfaces().insert(id, (bus, 1));
-    // CAST: an opaque context value.
-    id as PVOID
+    crate::handle::to_ptr(id)
 }
 
 fn interface_misuse(bus: Option<u64>, msg: &str) {

@@ -14,10 +14,36 @@ use vmbus_kmcl_sys::{
     NTSTATUS, PFN_VMB_CHANNEL_CLOSED, PFN_VMB_CHANNEL_OPENED, PFN_VMB_CHANNEL_PNP_FAILURE,
     PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESS_PACKET,
     PFN_VMB_CHANNEL_RESTORE_PACKET, PFN_VMB_CHANNEL_SAVE_PACKET, PFN_VMB_PACKET_COMPLETION_ROUTINE,
-    VMBCHANNEL, VMBPACKET, VMBPACKETCOMPLETION,
+    VMBCHANNEL,
 };
 
 use crate::status::STATUS_SUCCESS;
+
+/// A pointer the driver gave the sim (a context pointer, or the memory of a
+/// `VmbPacketInitialize` packet). The sim stores it and hands it back unchanged, provenance
+/// included, so the driver can dereference what it gets back; the sim itself never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserPtr(pub *mut c_void);
+
+// SAFETY: the sim never dereferences a `UserPtr`; it only stores it and returns it to the
+// driver, so moving the value between threads cannot by itself cause a data race.
+unsafe impl Send for UserPtr {}
+// SAFETY: as above; shared access only copies the pointer value.
+unsafe impl Sync for UserPtr {}
+
+impl Default for UserPtr {
+    fn default() -> Self {
+        UserPtr(std::ptr::null_mut())
+    }
+}
+
+impl UserPtr {
+    /// The address, for lookups and reports.
+    pub(crate) fn addr(self) -> usize {
+        // CAST: pointer to address; the pointer itself is kept for handing back.
+        self.0 as usize
+    }
+}
 
 /// One callback to run, with its arguments. Handles are the pointer-shaped values the driver
 /// knows; buffers point into memory the engine keeps alive until the call returns.
@@ -60,8 +86,8 @@ pub(crate) enum Call {
     Completion {
         /// The routine.
         f: PFN_VMB_PACKET_COMPLETION_ROUTINE,
-        /// Packet handle.
-        packet: usize,
+        /// The packet as the driver knows it.
+        packet: UserPtr,
         /// Completion status.
         status: NTSTATUS,
         /// Completion data (null when there is none).
@@ -75,8 +101,8 @@ pub(crate) enum Call {
         f: PFN_VMB_CHANNEL_SAVE_PACKET,
         /// Channel handle.
         channel: usize,
-        /// Packet handle.
-        packet: usize,
+        /// The packet as the driver knows it.
+        packet: UserPtr,
         /// Buffer to fill (null with size 0 for the size probe).
         buf: *mut u8,
         /// Its size.
@@ -117,8 +143,7 @@ impl Drop for IrqlGuard {
 }
 
 fn ch(v: usize) -> VMBCHANNEL {
-    // CAST: the handle value the driver was given; never dereferenced.
-    v as VMBCHANNEL
+    crate::handle::to_ptr(v)
 }
 
 /// Runs `call`. Returns the callback's status (`STATUS_SUCCESS` for `VOID` callbacks) and, for
@@ -163,7 +188,7 @@ pub(crate) fn run(call: Call) -> (NTSTATUS, u32) {
             unsafe {
                 f(
                     ch(channel),
-                    packet as VMBPACKETCOMPLETION,
+                    crate::handle::to_ptr::<vmbus_kmcl_sys::VMBPACKETCOMPLETION__>(packet),
                     buf.cast::<c_void>(),
                     len,
                     flags,
@@ -199,7 +224,7 @@ pub(crate) fn run(call: Call) -> (NTSTATUS, u32) {
             // - `f` was installed with `VmbPacketSetCompletionRoutine`, whose caller promised a
             //   valid `EVT_VMB_PACKET_COMPLETION_ROUTINE`;
             // - `buf`/`len` is null/0 or the completion data the engine owns for this call.
-            unsafe { f(packet as VMBPACKET, status, buf.cast::<c_void>(), len) };
+            unsafe { f(packet.0.cast(), status, buf.cast::<c_void>(), len) };
             (STATUS_SUCCESS, 0)
         }
         Call::SavePacket {
@@ -219,7 +244,7 @@ pub(crate) fn run(call: Call) -> (NTSTATUS, u32) {
             let s = unsafe {
                 f(
                     ch(channel),
-                    packet as VMBPACKET,
+                    packet.0.cast::<vmbus_kmcl_sys::VMBPACKET__>(),
                     buf.cast(),
                     size,
                     &mut needed,

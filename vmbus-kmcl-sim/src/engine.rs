@@ -39,7 +39,7 @@ use vmbus_kmcl_sys::{
     VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA, VMBUS_SERVER_CHANNEL_INIT_FLAGS,
 };
 
-use crate::callbacks::{self, Call};
+use crate::callbacks::{self, Call, UserPtr};
 use crate::handle::{Handle, Kind, MAX_BUS_ID};
 use crate::mdl::{Described, OwnedMdl};
 use crate::slab::{ObjRef, Slab};
@@ -181,9 +181,9 @@ enum PacketState {
 struct Packet {
     channel: ObjRef,
     /// Caller memory address for `VmbPacketInitialize` packets.
-    initialized_at: Option<usize>,
+    initialized_at: Option<UserPtr>,
     state: PacketState,
-    pointer: usize,
+    pointer: UserPtr,
     routine: PFN_VMB_PACKET_COMPLETION_ROUTINE,
     custom_routine: bool,
     txn: u64,
@@ -247,7 +247,7 @@ pub(crate) struct Channel {
     outstanding: u32,
     quota: u32,
     passive: bool,
-    pointer: usize,
+    pointer: UserPtr,
     latency: u16,
     // Configuration.
     init_flags: u32,
@@ -299,7 +299,7 @@ impl Channel {
             outstanding: 0,
             quota: u32::MAX,
             passive: false,
-            pointer: 0,
+            pointer: UserPtr::default(),
             latency: 0,
             init_flags: 0,
             server_flags: 0,
@@ -624,6 +624,9 @@ fn frame_size(payload: usize, external: Option<&Described>) -> usize {
     };
     FRAME_OVERHEAD + round8(payload) + ext
 }
+
+/// An in-use packet found by a save: reference, caller memory, data of its send, wait flag.
+type SavedPacket = (ObjRef, Option<UserPtr>, Vec<u8>, bool);
 
 /// Result of a synchronous request: status and completion bytes.
 pub(crate) type SyncOutcome = (NTSTATUS, Vec<u8>);
@@ -1172,7 +1175,7 @@ impl BusShared {
             vmbus_handle: ch.vmbus_handle,
             interface_type: ch.interface_type,
             interface_instance: ch.interface_instance,
-            pointer: ch.pointer,
+            pointer: ch.pointer.addr(),
         })
     }
 
@@ -1567,6 +1570,15 @@ impl BusShared {
                     return;
                 }
                 pk.state = PacketState::Completing;
+                let pk_ptr = pk.initialized_at.unwrap_or(UserPtr(crate::handle::to_ptr(
+                    Handle {
+                        kind: Kind::Packet,
+                        bus: self.id,
+                        index: p.index,
+                        generation: p.generation,
+                    }
+                    .encode(),
+                )));
                 let mut payload = payload;
                 let (buf, len) = if payload.is_empty() {
                     (std::ptr::null_mut(), 0)
@@ -1576,7 +1588,7 @@ impl BusShared {
                 };
                 let call = Call::Completion {
                     f: pk.routine,
-                    packet: st.handle_of(self.id, Kind::Packet, p),
+                    packet: pk_ptr,
                     status,
                     buf,
                     len,
@@ -2185,7 +2197,11 @@ impl BusShared {
         let init: Vec<(ObjRef, usize)> = st
             .packets
             .iter()
-            .filter_map(|(r, p)| (p.channel == c).then_some(r).zip(p.initialized_at))
+            .filter_map(|(r, p)| {
+                (p.channel == c)
+                    .then_some(r)
+                    .zip(p.initialized_at.map(|u| u.addr()))
+            })
             .collect();
         {
             let mut map = initialized_map();
@@ -2203,14 +2219,14 @@ impl BusShared {
 
     // ----- Channel properties -----
 
-    pub(crate) fn get_pointer(&self, c: ObjRef) -> usize {
+    pub(crate) fn get_pointer(&self, c: ObjRef) -> UserPtr {
         let mut st = self.lock();
         self.channel(&mut st, c, "VmbChannelGetPointer")
             .map(|ch| ch.pointer)
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
-    pub(crate) fn set_pointer(&self, c: ObjRef, p: usize) {
+    pub(crate) fn set_pointer(&self, c: ObjRef, p: UserPtr) {
         let mut st = self.lock();
         if let Some(ch) = self.channel(&mut st, c, "VmbChannelSetPointer") {
             ch.pointer = p;
@@ -2299,7 +2315,7 @@ impl BusShared {
             channel: c,
             initialized_at: None,
             state: PacketState::Idle,
-            pointer: 0,
+            pointer: UserPtr::default(),
             routine: None,
             custom_routine: false,
             txn: 0,
@@ -2311,7 +2327,8 @@ impl BusShared {
         }
     }
 
-    pub(crate) fn packet_initialize(&self, c: ObjRef, addr: usize, size: u32) -> NTSTATUS {
+    pub(crate) fn packet_initialize(&self, c: ObjRef, mem: UserPtr, size: u32) -> NTSTATUS {
+        let addr = mem.addr();
         let mut st = self.lock();
         let Some(ch) = self.channel(&mut st, c, "VmbPacketInitialize") else {
             return STATUS_INVALID_PARAMETER_1;
@@ -2346,9 +2363,9 @@ impl BusShared {
         }
         let p = Packet {
             channel: c,
-            initialized_at: Some(addr),
+            initialized_at: Some(mem),
             state: PacketState::Idle,
-            pointer: 0,
+            pointer: UserPtr::default(),
             routine: None,
             custom_routine: false,
             txn: 0,
@@ -2401,18 +2418,18 @@ impl BusShared {
         }
     }
 
-    pub(crate) fn packet_set_pointer(&self, p: ObjRef, v: usize) {
+    pub(crate) fn packet_set_pointer(&self, p: ObjRef, v: UserPtr) {
         let mut st = self.lock();
         if let Some(pk) = self.packet(&mut st, p, "VmbPacketSetPointer") {
             pk.pointer = v;
         }
     }
 
-    pub(crate) fn packet_get_pointer(&self, p: ObjRef) -> usize {
+    pub(crate) fn packet_get_pointer(&self, p: ObjRef) -> UserPtr {
         let mut st = self.lock();
         self.packet(&mut st, p, "VmbPacketGetPointer")
             .map(|pk| pk.pointer)
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
     pub(crate) fn packet_channel(&self, p: ObjRef) -> usize {
@@ -2914,7 +2931,7 @@ impl BusShared {
             ch.interface_instance,
         );
         // In-use packets and the data of their current send, wherever that data is now.
-        let mut list: Vec<(ObjRef, Vec<u8>, bool)> = Vec::new();
+        let mut list: Vec<SavedPacket> = Vec::new();
         for (r, p) in st.packets.iter() {
             if p.channel != c || p.state != PacketState::InFlight {
                 continue;
@@ -2940,7 +2957,7 @@ impl BusShared {
                 }
             }
             let (payload, wants) = found.unwrap_or_default();
-            list.push((r, payload, wants));
+            list.push((r, p.initialized_at, payload, wants));
         }
         drop(st);
         let mut blob = Vec::new();
@@ -2950,14 +2967,16 @@ impl BusShared {
         blob.extend_from_slice(&guid_bytes(&inst));
         // CAST: the packet count is bounded by the slab size (2^20).
         put_u32(&mut blob, list.len() as u32);
-        for (r, payload, wants) in list {
-            let packet = Handle {
-                kind: Kind::Packet,
-                bus: self.id,
-                index: r.index,
-                generation: r.generation,
-            }
-            .encode();
+        for (r, initialized_at, payload, wants) in list {
+            let packet = initialized_at.unwrap_or(UserPtr(crate::handle::to_ptr(
+                Handle {
+                    kind: Kind::Packet,
+                    bus: self.id,
+                    index: r.index,
+                    generation: r.generation,
+                }
+                .encode(),
+            )));
             let mut vsp = Vec::new();
             if save_cb.is_some() {
                 let (s, needed) = callbacks::run(Call::SavePacket {

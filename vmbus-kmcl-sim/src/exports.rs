@@ -19,8 +19,9 @@ use std::sync::Arc;
 use vmbus_kmcl_sys::*;
 
 use crate::bus::{interface_dereference, interface_reference, new_interface_context};
+use crate::callbacks::UserPtr;
 use crate::engine::{orphan_violation, resolve, BusShared, Resolved, Side, StateCallbacks};
-use crate::handle::{Handle, Kind};
+use crate::handle::{to_ptr, Handle, Kind};
 use crate::mdl::{segments, Described, Segment};
 use crate::slab::ObjRef;
 use crate::status::*;
@@ -146,8 +147,7 @@ pub unsafe extern "C" fn VmbChannelAllocate(
     match bus.channel_allocate(side, IsServer != 0) {
         Ok(h) => {
             // SAFETY: `Channel` is non-null and the caller guarantees it is writable.
-            // CAST: the handle value becomes the opaque pointer.
-            unsafe { Channel.write(h as VMBCHANNEL) };
+            unsafe { Channel.write(to_ptr(h)) };
             STATUS_SUCCESS
         }
         Err(s) => s,
@@ -573,8 +573,7 @@ pub unsafe extern "C" fn VmbChannelGetMmioSpace(
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelGetPointer(Channel: VMBCHANNEL) -> PVOID {
     match chan(Channel, "VmbChannelGetPointer") {
-        // CAST: the stored opaque pointer value.
-        Some((b, r)) => b.get_pointer(r) as PVOID,
+        Some((b, r)) => b.get_pointer(r).0,
         None => std::ptr::null_mut(),
     }
 }
@@ -587,8 +586,7 @@ pub unsafe extern "C" fn VmbChannelGetPointer(Channel: VMBCHANNEL) -> PVOID {
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelSetPointer(Channel: VMBCHANNEL, Pointer: PVOID) {
     if let Some((b, r)) = chan(Channel, "VmbChannelSetPointer") {
-        // CAST: stored as an opaque value.
-        b.set_pointer(r, Pointer as usize);
+        b.set_pointer(r, UserPtr(Pointer));
     }
 }
 
@@ -670,8 +668,7 @@ pub unsafe extern "C" fn VmbChannelSizeofPacket(Channel: VMBCHANNEL) -> UINT32 {
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketAllocate(Channel: VMBCHANNEL) -> VMBPACKET {
     match chan(Channel, "VmbPacketAllocate") {
-        // CAST: the handle value becomes the opaque pointer.
-        Some((b, r)) => b.packet_allocate(r) as VMBPACKET,
+        Some((b, r)) => to_ptr(b.packet_allocate(r)),
         None => std::ptr::null_mut(),
     }
 }
@@ -696,8 +693,7 @@ pub unsafe extern "C" fn VmbPacketFree(VmbPacket: VMBPACKET) {
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketGetChannel(PacketObject: VMBPACKET) -> VMBCHANNEL {
     match pkt(PacketObject, "VmbPacketGetChannel") {
-        // CAST: the handle value becomes the opaque pointer.
-        Some((b, r)) => b.packet_channel(r) as VMBCHANNEL,
+        Some((b, r)) => to_ptr(b.packet_channel(r)),
         None => std::ptr::null_mut(),
     }
 }
@@ -710,8 +706,7 @@ pub unsafe extern "C" fn VmbPacketGetChannel(PacketObject: VMBPACKET) -> VMBCHAN
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketGetPointer(PacketObject: VMBPACKET) -> PVOID {
     match pkt(PacketObject, "VmbPacketGetPointer") {
-        // CAST: the stored opaque pointer value.
-        Some((b, r)) => b.packet_get_pointer(r) as PVOID,
+        Some((b, r)) => b.packet_get_pointer(r).0,
         None => std::ptr::null_mut(),
     }
 }
@@ -724,8 +719,7 @@ pub unsafe extern "C" fn VmbPacketGetPointer(PacketObject: VMBPACKET) -> PVOID {
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketSetPointer(PacketObject: VMBPACKET, Pointer: PVOID) {
     if let Some((b, r)) = pkt(PacketObject, "VmbPacketSetPointer") {
-        // CAST: stored as an opaque value.
-        b.packet_set_pointer(r, Pointer as usize);
+        b.packet_set_pointer(r, UserPtr(Pointer));
     }
 }
 
@@ -758,8 +752,7 @@ pub unsafe extern "C" fn VmbPacketInitialize(
     ByteCount: UINT32,
 ) -> NTSTATUS {
     match chan(Channel, "VmbPacketInitialize") {
-        // CAST: the caller's address identifies the packet.
-        Some((b, r)) => b.packet_initialize(r, VmbPacket as usize, ByteCount),
+        Some((b, r)) => b.packet_initialize(r, UserPtr(VmbPacket.cast()), ByteCount),
         None => STATUS_INVALID_PARAMETER_1,
     }
 }
@@ -1070,9 +1063,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
     if GpadlHandle.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    // CAST: the address is recorded; the memory is reached only through MDL helpers.
+    // The memory is reached later only through the MDL helpers.
     let seg = Segment {
-        addr: Buffer as usize,
+        ptr: Buffer.cast::<u8>(),
         len: ByteCount as usize,
     };
     match b.gpadl_create(r, Flags, Described::Segments(vec![seg])) {

@@ -76,6 +76,12 @@ impl Handle {
     }
 }
 
+/// The pointer-shaped value `v` as a pointer without provenance: it is never dereferenced,
+/// only compared and decoded again (no integer-to-pointer cast involved).
+pub(crate) fn to_ptr<T>(v: usize) -> *mut T {
+    std::ptr::null_mut::<u8>().wrapping_add(v).cast()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

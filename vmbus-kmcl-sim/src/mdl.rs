@@ -86,14 +86,21 @@ fn with_repr<R>(addr: usize, f: impl FnOnce(&MdlRepr) -> R) -> Option<R> {
     Some(r)
 }
 
-/// A contiguous piece of memory described by an MDL chain.
+/// A contiguous piece of memory described by an MDL chain. The pointer keeps the provenance of
+/// the memory it came from, so the helpers that later access it do so through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Segment {
-    /// Address of the first byte.
-    pub addr: usize,
+    /// First byte.
+    pub ptr: *mut u8,
     /// Length in bytes.
     pub len: usize,
 }
+
+// SAFETY: a `Segment` is a description; the sim only accesses the memory through the unsafe
+// helpers whose callers guarantee it is alive and not accessed concurrently.
+unsafe impl Send for Segment {}
+// SAFETY: as above; shared access only copies the description.
+unsafe impl Sync for Segment {}
 
 /// External data or GPADL memory, as the sim records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,17 +147,16 @@ pub(crate) fn segments(
             return Err(MdlError::NotAnMdl);
         }
         let (seg, next) = with_repr(cur, |r| {
-            // CAST: pointer to address, for bookkeeping only.
             (
                 Segment {
-                    addr: r.data as usize,
+                    ptr: r.data,
                     len: r.len,
                 },
                 r.next,
             )
         })
         .ok_or(MdlError::NotAnMdl)?;
-        if seg.addr != 0 {
+        if !seg.ptr.is_null() {
             all.push(seg);
         }
         if first_only {
@@ -181,7 +187,7 @@ pub(crate) fn segments(
         }
         let take = (s.len - skip).min(left);
         out.push(Segment {
-            addr: s.addr + skip,
+            ptr: s.ptr.wrapping_add(skip),
             len: take,
         });
         left -= take;
@@ -211,8 +217,7 @@ impl OwnedMdl {
                 .map(|s| MdlRepr {
                     magic: MDL_MAGIC,
                     next: 0,
-                    // CAST: the address of memory the describing side owns.
-                    data: s.addr as *mut u8,
+                    data: s.ptr,
                     len: s.len,
                     read_only,
                     pfns: Vec::new(),
@@ -421,8 +426,7 @@ pub unsafe fn mdl_read(pmdl: PMDL) -> Option<Vec<u8>> {
     let segs = segments(pmdl as usize, 0, 0, false).ok()?;
     let mut out = Vec::new();
     for s in segs {
-        // CAST: the address of live memory (caller's guarantee).
-        let p = s.addr as *const u8;
+        let p = s.ptr.cast_const();
         // SAFETY: the caller guarantees the segment is alive and not written concurrently.
         out.extend_from_slice(unsafe { std::slice::from_raw_parts(p, s.len) });
     }
@@ -446,8 +450,7 @@ pub unsafe fn mdl_write(pmdl: PMDL, offset: usize, data: &[u8]) -> bool {
     let mut src = data;
     for s in segs {
         let (head, tail) = src.split_at(s.len);
-        // CAST: the address of live memory (caller's guarantee).
-        let p = s.addr as *mut u8;
+        let p = s.ptr;
         // SAFETY: the caller guarantees the segment is alive and exclusively accessible.
         unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), p, head.len()) };
         src = tail;

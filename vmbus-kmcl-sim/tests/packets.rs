@@ -421,6 +421,16 @@ fn sending_after_suspend_is_a_violation() {
     bus.assert_no_leaks();
 }
 
+static SEEN_PACKET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn record_packet_pointer(pkt: VMBPACKET, _s: NTSTATUS, _b: PVOID, _l: u32) {
+    // The driver may treat the packet as its own memory (e.g. find its context around it).
+    // SAFETY: `pkt` is the test's `Vec<u64>` buffer, alive and not otherwise accessed now.
+    let first = unsafe { (pkt as *const u64).read() };
+    std::hint::black_box(first);
+    SEEN_PACKET.store(pkt as usize, Ordering::SeqCst);
+}
+
 #[test]
 fn packet_initialize_size_rules_and_routine_requirement() {
     let bus = Bus::new();
@@ -459,6 +469,20 @@ fn packet_initialize_size_rules_and_routine_requirement() {
     assert_eq!(
         *c.ctx.completions.lock().unwrap(),
         [(STATUS_SUCCESS, b"tini".to_vec())]
+    );
+    // The completion routine got the caller's own packet memory back, usable as such.
+    // SAFETY: live packet memory; the routine only records the pointer.
+    unsafe {
+        VmbPacketSetCompletionRoutine(pkt, Some(record_packet_pointer));
+        let data = *b"again";
+        let st = VmbPacketSend(pkt, data.as_ptr() as PVOID, 5, std::ptr::null_mut(), WAIT);
+        assert_eq!(st, STATUS_SUCCESS);
+    }
+    bus.run_until_idle();
+    assert_eq!(
+        SEEN_PACKET.load(Ordering::SeqCst),
+        mem.as_ptr() as usize,
+        "completion routine must receive the VMBPACKET the driver sent"
     );
     // SAFETY: caller memory packets are not freed with VmbPacketFree.
     unsafe { VmbPacketFree(pkt) };
