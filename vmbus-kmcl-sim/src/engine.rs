@@ -764,10 +764,9 @@ impl BusState {
                 cancelled.push(o);
             }
         }
-        for (id, s) in self.syncs.iter_mut() {
+        for s in self.syncs.values_mut() {
             if s.channel == c && s.result.is_none() {
                 s.result = Some((STATUS_DEVICE_REMOVED, Vec::new()));
-                let _ = id;
             }
         }
         for origin in cancelled {
@@ -869,7 +868,7 @@ impl BusState {
         }
     }
 
-    fn try_connect(&mut self, c: ObjRef, bus: u64) {
+    fn try_connect(&mut self, c: ObjRef) {
         let Some(ch) = self.channels.get(c) else {
             return;
         };
@@ -908,15 +907,14 @@ impl BusState {
             });
             return;
         }
-        let (client_pages, client_max, instance) = match self.channels.get(cl) {
-            Some(x) => (x.ring_pages, x.max_packet_size, x.interface_instance),
+        let (client_pages, client_max) = match self.channels.get(cl) {
+            Some(x) => (x.ring_pages, x.max_packet_size),
             None => return,
         };
         let (server_max, mmio, server_instance) = match self.channels.get(s) {
             Some(x) => (x.max_packet_size, x.mmio_megabytes, x.interface_instance),
             None => return,
         };
-        let _ = instance;
         let mmio_size = (u64::from(mmio.0) + u64::from(mmio.1)) << 20;
         let mmio_base = if mmio_size > 0 {
             let base = 0xF_0000_0000 + self.next_mmio;
@@ -938,7 +936,6 @@ impl BusState {
             x.mmio_space = (mmio_base, mmio_size);
             x.interface_instance = server_instance;
         }
-        let _ = bus;
         self.events.push_back(Event {
             channel: s,
             kind: EventKind::Opened,
@@ -1321,7 +1318,7 @@ impl BusShared {
             return true;
         }
         for i in 0..st.channels.capacity() {
-            let Some((r, ch)) = st.channels.at(i) else {
+            let Some((_, ch)) = st.channels.at(i) else {
                 continue;
             };
             if ch.batch > 0 || (!ch.redeliver.is_empty() && ch.can_take_data()) {
@@ -1335,7 +1332,6 @@ impl BusShared {
                     _ => {}
                 }
             }
-            let _ = r;
         }
         false
     }
@@ -1708,7 +1704,7 @@ impl BusShared {
                 self.reclaim_gpadls(&mut st, e.channel, "EvtChannelClosed returned");
                 let reconnect = st.channels.get(e.channel).is_some_and(|c| c.is_server);
                 if reconnect {
-                    st.try_connect(e.channel, self.id);
+                    st.try_connect(e.channel);
                 }
             }
             EventKind::PnpFailure(status) => {
@@ -1976,12 +1972,11 @@ impl BusShared {
         }
         ch.state = ChannelState::Enabled;
         ch.rejected = false;
-        ch.paused = if ch.is_server { true } else { ch.pause_armed };
-        if ch.is_server && !ch.pause_armed {
-            ch.paused = true;
-        }
+        // The server always comes up paused (it starts the flow itself); the client is active
+        // unless a pause was armed while it was disabled.
+        ch.paused = ch.is_server || ch.pause_armed;
         ch.pause_armed = false;
-        st.try_connect(c, self.id);
+        st.try_connect(c);
         drop(st);
         self.notify();
         STATUS_SUCCESS

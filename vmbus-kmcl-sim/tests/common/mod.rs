@@ -51,8 +51,14 @@ impl Ctx {
         self.log.lock().unwrap().clone()
     }
 
+    /// Logs a state callback; one that does not run at PASSIVE_LEVEL is marked.
     pub fn push(&self, s: impl Into<String>) {
-        self.log.lock().unwrap().push(s.into());
+        let mut s = s.into();
+        let irql = nt::current_irql();
+        if irql != vmbus_kmcl_sys::nt::PASSIVE_LEVEL {
+            s = format!("{s}@irql{irql}");
+        }
+        self.log.lock().unwrap().push(s);
     }
 
     pub fn take_held(&self) -> Vec<usize> {
