@@ -2,7 +2,7 @@
 //!
 //! This is the thin unsafe layer around the engine. Each function resolves its handles (pure
 //! number decoding, never a dereference), reads or writes the caller's pointer arguments, and
-//! forwards to [`crate::engine`]. A `const` item per function proves at compile time that its
+//! forwards to the bus engine. A `const` item per function proves at compile time that its
 //! signature is exactly the `PFN_` type of `vmbus-kmcl-sys`, so code written against the -sys
 //! declarations links against these definitions unchanged.
 //!

@@ -390,3 +390,80 @@ fn dropping_a_bus_with_a_leak_panics() {
         "{msg}"
     );
 }
+
+static STARTED_SENDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe extern "C" fn send_in_started(ch: VMBCHANNEL) {
+    // Queueing from EvtChannelStarted is allowed (waiting is not).
+    let data = *b"hello-from-started";
+    // SAFETY: live channel and buffer; the default routine frees the packet.
+    let st = unsafe {
+        let p = VmbPacketAllocate(ch);
+        VmbPacketSend(
+            p,
+            data.as_ptr() as PVOID,
+            data.len() as u32,
+            std::ptr::null_mut(),
+            WAIT,
+        )
+    };
+    assert_eq!(st, 0);
+    STARTED_SENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn sending_from_started_is_queued_and_delivered() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
+    cbs.EvtChannelStarted = Some(send_in_started);
+    // SAFETY: live channel and table.
+    unsafe { assert_eq!(VmbChannelInitSetStateChangeCallbacks(c.ch, &mut cbs), 0) };
+    open(&bus, &s, &c);
+    assert_eq!(STARTED_SENDS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        *s.ctx.payloads.lock().unwrap(),
+        [b"hello-from-started".to_vec()]
+    );
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn run_at_most_bounds_the_work_done() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channels.
+    unsafe {
+        assert_eq!(VmbChannelEnable(s.ch), 0);
+        VmbChannelStart(s.ch);
+        assert_eq!(VmbChannelEnable(c.ch), 0);
+    }
+    assert_eq!(bus.run_at_most(1), 1);
+    assert_eq!(s.ctx.log(), ["opened"]);
+    assert!(c.ctx.log().is_empty());
+    assert!(bus.run_until_idle() > 0);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn accounting_is_per_bus() {
+    let a = Bus::new();
+    let b = Bus::new();
+    let (s, c) = pair(&a);
+    let (s2, c2) = pair(&b);
+    // A misuse on bus `a` is recorded on `a` only.
+    // SAFETY: deliberate misuse (quota 0).
+    unsafe { VmbChannelSetTransactionQuota(s.ch, 0) };
+    assert_eq!(b.leak_report().violations.len(), 0);
+    assert_eq!(a.take_violations().len(), 1);
+    // Channels of one bus never pair with the other's.
+    assert_eq!(s.ctx.log().len(), 3);
+    assert_eq!(s2.ctx.log().len(), 3);
+    teardown(&[&c, &s, &c2, &s2]);
+    a.assert_no_leaks();
+    b.assert_no_leaks();
+}
