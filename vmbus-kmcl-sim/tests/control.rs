@@ -601,9 +601,9 @@ fn background_delivery_thread() {
         VmbChannelStart(s.ch);
         assert_eq!(VmbChannelEnable(c.ch), 0);
     }
-    while c.ctx.log().len() < 3 || s.ctx.log().len() < 3 {
-        std::thread::yield_now();
-    }
+    wait_for("both channels started", || {
+        c.ctx.log().len() >= 3 && s.ctx.log().len() >= 3
+    });
     let n = if cfg!(miri) { 20 } else { 2000 };
     for i in 0..n {
         assert_eq!(send_default(&c, &(i as u32).to_le_bytes(), WAIT), 0);
@@ -627,9 +627,7 @@ fn background_delivery_thread() {
     };
     assert_eq!(st, 0);
     assert_eq!(&reply[..size as usize], b"cnys");
-    while bus.leak_report().packets > 0 {
-        std::thread::yield_now();
-    }
+    wait_for("all packets completed", || bus.leak_report().packets == 0);
     assert_eq!(s.ctx.payloads.lock().unwrap().len(), n + 1);
     bus.stop_background_delivery();
     teardown(&[&c, &s]);

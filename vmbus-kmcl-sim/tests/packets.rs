@@ -754,11 +754,10 @@ fn sync_request_waiting_when_the_peer_crashes_is_device_removed() {
     let bus = Arc::new(bus);
     let b2 = Arc::clone(&bus);
     let t = std::thread::spawn(move || {
-        while b2.channel_info(ch as VMBCHANNEL).unwrap().outgoing_in_ring == 0
-            && b2.packets_delivered() == 0
-        {
-            std::thread::yield_now();
-        }
+        wait_for("the request to be in flight", || {
+            b2.channel_info(ch as VMBCHANNEL).unwrap().outgoing_in_ring > 0
+                || b2.packets_delivered() > 0
+        });
         std::thread::sleep(std::time::Duration::from_millis(10));
         assert!(b2.crash_peer_of(ch as VMBCHANNEL));
     });

@@ -343,3 +343,16 @@ pub fn complete_held(e: &Ep) -> usize {
     }
     held.len()
 }
+
+/// Spins until `cond` holds; panics after 20 s so a broken rule fails the test instead of
+/// hanging it.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+}
