@@ -1378,7 +1378,7 @@ impl BusShared {
             }
             let p = st.channels.get_mut(peer)?;
             let frame = p.out.ring.pop_front()?;
-            p.out.used -= frame.size;
+            p.out.used = p.out.used.saturating_sub(frame.size);
             st.refill(peer);
             st.rr = i + 1;
             match frame.body {
