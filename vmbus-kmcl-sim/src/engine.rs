@@ -1055,7 +1055,7 @@ impl BusShared {
 
     /// Blocks until `done` holds, up to the bus's block limit; returns false on timeout.
     fn block_until<'a>(
-        &self,
+        &'a self,
         mut st: MutexGuard<'a, BusState>,
         mut done: impl FnMut(&BusState) -> bool,
     ) -> (MutexGuard<'a, BusState>, bool) {
@@ -1068,7 +1068,14 @@ impl BusShared {
             if now >= deadline {
                 return (st, false);
             }
-            st = self.wait(st, (deadline - now).min(Duration::from_millis(20)));
+            // Help the bus make progress (the peer's callbacks may be what we wait for, and in
+            // deterministic tests no other thread delivers); sleep only when nothing is ready.
+            drop(st);
+            let progressed = self.pump_once();
+            st = self.lock();
+            if !progressed && !done(&st) {
+                st = self.wait(st, (deadline - now).min(Duration::from_millis(20)));
+            }
         }
     }
 

@@ -439,3 +439,49 @@ fn save_end_without_begin_and_missing_save_end_are_reported() {
     bus.assert_no_leaks();
     drop(Arc::new(()));
 }
+
+static GPADL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+unsafe extern "C" fn server_closed_unmaps(ch: VMBCHANNEL) {
+    // SAFETY: live channel; the GPADL is mapped by this channel.
+    unsafe { VmbChannelUnmapGpadl(ch, GPADL.load(Ordering::SeqCst)) };
+}
+
+unsafe extern "C" fn client_closed_deletes(ch: VMBCHANNEL) {
+    // SAFETY: live channel; this GPADL belongs to it. The server unmaps in its own closed
+    // callback, which the sim must run while this call waits.
+    unsafe { VmbChannelDeleteGpadl(ch, GPADL.load(Ordering::SeqCst)) };
+}
+
+#[test]
+fn gpadl_torn_down_in_both_closed_callbacks() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
+    cbs.EvtChannelClosed = Some(server_closed_unmaps);
+    let mut ccbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
+    ccbs.EvtChannelClosed = Some(client_closed_deletes);
+    // SAFETY: live channels and tables.
+    unsafe {
+        assert_eq!(VmbChannelInitSetStateChangeCallbacks(s.ch, &mut cbs), 0);
+        assert_eq!(VmbChannelInitSetStateChangeCallbacks(c.ch, &mut ccbs), 0);
+    }
+    open(&bus, &s, &c);
+    let mut buf = vec![0u8; 32];
+    let (st, id) = create_from_buffer(&c, &mut buf, 0);
+    assert_eq!(st, 0);
+    GPADL.store(id, Ordering::SeqCst);
+    assert_eq!(map(&s, id, 0).0, 0);
+    let t0 = std::time::Instant::now();
+    // SAFETY: live channel.
+    unsafe { VmbChannelDisable(c.ch) };
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "delete waited for the block limit"
+    );
+    assert_eq!(bus.leak_report().gpadls, 0);
+    bus.run_until_idle();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
