@@ -260,13 +260,19 @@ impl Bus {
         let mut r = self.shared.leak_counts();
         r.kernel_handles = crate::nt::open_kernel_handles_for_bus(self.id());
         r.interface_references = interface_refs_for_bus(self.id());
+        let nt_violations = crate::nt::violations_for_bus(self.id());
+        r.violations
+            .extend(nt_violations.iter().map(|v| format!("NT: {v:?}")));
         r
     }
 
     /// The violations recorded so far, removed from the bus (so a test that provokes one on
     /// purpose can assert it and still end clean).
     pub fn take_violations(&self) -> Vec<String> {
-        self.shared.take_violations()
+        let mut taken = self.shared.take_violations();
+        let nt_violations = crate::nt::take_violations_for_bus(self.id());
+        taken.extend(nt_violations.iter().map(|v| format!("NT: {v:?}")));
+        taken
     }
 
     /// Panics with a description of everything still held and every violation recorded.

@@ -75,6 +75,10 @@ pub enum Violation {
     UnbalancedDetach,
     /// `ObfDereferenceObject` on a process with no reference taken by `PsLookupProcessByProcessId`.
     DereferenceUnderflow(u64),
+    /// A required output pointer was NULL; the named routine wrote nothing.
+    NullOutput(&'static str),
+    /// `KeStackAttachProcess` with a pointer that is no process of the emulation.
+    AttachToUnknownProcess,
 }
 
 struct ProcessInner {
@@ -109,9 +113,11 @@ struct KernelHandle {
 struct Kernel {
     processes: HashMap<u64, Process>,
     handles: HashMap<usize, KernelHandle>,
-    closed: Vec<usize>,
+    /// Closed kernel handles and the bus their object belonged to, to tell a double close.
+    closed: Vec<(usize, Option<u64>)>,
     next_kernel_handle: usize,
-    violations: Vec<Violation>,
+    /// Each violation with the bus it concerns, when one is known.
+    violations: Vec<(Option<u64>, Violation)>,
 }
 
 fn kernel() -> MutexGuard<'static, Kernel> {
@@ -122,9 +128,16 @@ fn kernel() -> MutexGuard<'static, Kernel> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn record(k: &mut Kernel, violation: Violation) {
+fn record(k: &mut Kernel, bus: Option<u64>, violation: Violation) {
     eprintln!("vmbus-kmcl-sim: NT rule broken: {violation:?}");
-    k.violations.push(violation);
+    k.violations.push((bus, violation));
+}
+
+fn object_bus(object: Object) -> Option<u64> {
+    match object {
+        Object::Vmbus { bus } => Some(bus),
+        Object::Other => None,
+    }
 }
 
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(8);
@@ -295,19 +308,39 @@ pub fn is_open_kernel_handle(handle: HANDLE) -> bool {
 /// Removes and returns the violations recorded so far that involve `handle` (a kernel handle
 /// value) or, with `None`, every recorded violation.
 pub fn take_violations(handle: Option<HANDLE>) -> Vec<Violation> {
+    take_matching(|_, v| match (handle, v) {
+        (None, _) => true,
+        (Some(h), Violation::DoubleClose(value) | Violation::CloseOfInvalidHandle(value)) => {
+            h.addr() == *value
+        }
+        (Some(_), _) => false,
+    })
+}
+
+/// Removes and returns the violations that concern the VMBus of bus `bus_id` (a double close of
+/// one of its kernel handles, a conversion of one of its handles into a NULL output...). A
+/// [`crate::Bus`] reports them with its own leaks and violations.
+pub fn take_violations_for_bus(bus_id: u64) -> Vec<Violation> {
+    take_matching(|bus, _| bus == Some(bus_id))
+}
+
+/// The violations that concern bus `bus_id`, left in place.
+pub fn violations_for_bus(bus_id: u64) -> Vec<Violation> {
+    kernel()
+        .violations
+        .iter()
+        .filter(|(bus, _)| *bus == Some(bus_id))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn take_matching(mut keep_out: impl FnMut(Option<u64>, &Violation) -> bool) -> Vec<Violation> {
     let mut k = kernel();
-    let Some(handle) = handle else {
-        return std::mem::take(&mut k.violations);
-    };
-    let value = handle.addr();
-    let (taken, kept) = std::mem::take(&mut k.violations)
+    let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut k.violations)
         .into_iter()
-        .partition(|v| match v {
-            Violation::DoubleClose(h) | Violation::CloseOfInvalidHandle(h) => *h == value,
-            _ => false,
-        });
+        .partition(|(bus, v)| keep_out(*bus, v));
     k.violations = kept;
-    taken
+    taken.into_iter().map(|(_, v)| v).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,24 +356,27 @@ pub fn take_violations(handle: Option<HANDLE>) -> Vec<Violation> {
 pub unsafe extern "C" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     let value = handle.addr();
     let mut k = kernel();
-    if k.handles.remove(&value).is_some() {
-        k.closed.push(value);
+    if let Some(closed) = k.handles.remove(&value) {
+        k.closed.push((value, object_bus(closed.object)));
         return STATUS_SUCCESS;
     }
     if value >= KERNEL_HANDLE_BASE {
-        let violation = if k.closed.contains(&value) {
-            Violation::DoubleClose(value)
-        } else {
-            Violation::CloseOfInvalidHandle(value)
-        };
-        record(&mut k, violation);
+        let earlier = k
+            .closed
+            .iter()
+            .find(|(h, _)| *h == value)
+            .map(|(_, bus)| *bus);
+        match earlier {
+            Some(bus) => record(&mut k, bus, Violation::DoubleClose(value)),
+            None => record(&mut k, None, Violation::CloseOfInvalidHandle(value)),
+        }
         return STATUS_INVALID_HANDLE;
     }
     drop(k);
     if current_process().close_handle(handle) {
         return STATUS_SUCCESS;
     }
-    record(&mut kernel(), Violation::CloseOfInvalidHandle(value));
+    record(&mut kernel(), None, Violation::CloseOfInvalidHandle(value));
     STATUS_INVALID_HANDLE
 }
 
@@ -375,8 +411,16 @@ fn process_by_pointer(process: PEPROCESS) -> Option<Process> {
 /// `apc_state` must be valid for writes of a `KAPC_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRKAPC_STATE) {
+    if apc_state.is_null() {
+        record(
+            &mut kernel(),
+            None,
+            Violation::NullOutput("KeStackAttachProcess"),
+        );
+        return;
+    }
     let target = process_by_pointer(process).unwrap_or_else(|| {
-        eprintln!("vmbus-kmcl-sim: KeStackAttachProcess on an unknown process; staying put");
+        record(&mut kernel(), None, Violation::AttachToUnknownProcess);
         current_process()
     });
     let depth = ATTACHED.with(|attached| {
@@ -399,7 +443,12 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
 /// `apc_state` must be valid for reads of a `KAPC_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
-    // SAFETY: the caller guarantees `apc_state` is valid for reads of a `KAPC_STATE`.
+    if apc_state.is_null() {
+        record(&mut kernel(), None, Violation::UnbalancedDetach);
+        return;
+    }
+    // SAFETY: the caller guarantees `apc_state` is valid for reads of a `KAPC_STATE`, and it is
+    // not NULL (checked above).
     let state = unsafe { apc_state.read() };
     let magic = u64::from_ne_bytes(state.Opaque[..8].try_into().unwrap_or_default());
     let depth = u64::from_ne_bytes(state.Opaque[8..16].try_into().unwrap_or_default());
@@ -412,7 +461,7 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
         ok
     });
     if !balanced {
-        record(&mut kernel(), Violation::UnbalancedDetach);
+        record(&mut kernel(), None, Violation::UnbalancedDetach);
     }
 }
 
@@ -431,6 +480,14 @@ pub unsafe extern "C" fn PsLookupProcessByProcessId(
     let Some(found) = found else {
         return STATUS_INVALID_CID;
     };
+    if process_out.is_null() {
+        record(
+            &mut kernel(),
+            None,
+            Violation::NullOutput("PsLookupProcessByProcessId"),
+        );
+        return STATUS_INVALID_PARAMETER;
+    }
     found.0.lookups.fetch_add(1, Ordering::Relaxed);
     // SAFETY: the caller guarantees `process_out` is valid for writes.
     unsafe { process_out.write(found.as_eprocess()) };
@@ -461,7 +518,11 @@ pub unsafe extern "C" fn ObfDereferenceObject(object: *mut c_void) -> LONG_PTR {
             }
         };
         if underflow {
-            record(&mut kernel(), Violation::DereferenceUnderflow(process.id()));
+            record(
+                &mut kernel(),
+                None,
+                Violation::DereferenceUnderflow(process.id()),
+            );
         }
     }
     0
@@ -500,6 +561,11 @@ pub unsafe extern "C" fn VmbConvertVmbusHandleToKernelHandle(
         Some(Object::Other) => return STATUS_OBJECT_TYPE_MISMATCH,
         Some(object) => object,
     };
+    if kernel_handle.is_null() {
+        let violation = Violation::NullOutput("VmbConvertVmbusHandleToKernelHandle");
+        record(&mut kernel(), object_bus(object), violation);
+        return STATUS_INVALID_PARAMETER;
+    }
     let value = {
         let mut k = kernel();
         k.next_kernel_handle += 1;
