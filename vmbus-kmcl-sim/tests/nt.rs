@@ -81,10 +81,8 @@ fn attach_changes_the_current_process_until_the_matching_detach() {
     unsafe { sys_nt::KeStackAttachProcess(worker.as_eprocess(), &mut state) };
     assert_eq!(nt::current_process().id(), worker.id());
     // SAFETY: the `IoGetCurrentProcess` export has no preconditions.
-    assert_eq!(
-        unsafe { sys_nt::IoGetCurrentProcess() },
-        worker.as_eprocess()
-    );
+    let current = unsafe { sys_nt::IoGetCurrentProcess() };
+    assert_eq!(current, worker.as_eprocess());
     // SAFETY: the state filled by the attach above.
     unsafe { sys_nt::KeUnstackDetachProcess(&mut state) };
     assert_eq!(nt::current_process().id(), before);
@@ -112,10 +110,8 @@ fn irql_is_per_thread_and_passive_by_default() {
     assert_eq!(unsafe { sys_nt::KeGetCurrentIrql() }, sys_nt::PASSIVE_LEVEL);
     let previous = nt::set_current_irql(sys_nt::DISPATCH_LEVEL);
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { sys_nt::KeGetCurrentIrql() },
-        sys_nt::DISPATCH_LEVEL
-    );
+    let raised = unsafe { sys_nt::KeGetCurrentIrql() };
+    assert_eq!(raised, sys_nt::DISPATCH_LEVEL);
     std::thread::spawn(|| {
         // SAFETY: as above.
         assert_eq!(unsafe { sys_nt::KeGetCurrentIrql() }, sys_nt::PASSIVE_LEVEL);
