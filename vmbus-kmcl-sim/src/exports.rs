@@ -250,8 +250,10 @@ pub unsafe extern "C" fn VmbChannelInitSetFlags(Channel: VMBCHANNEL, Flags: UINT
 ///
 /// # Safety
 ///
-/// `Name` must be NULL or point to a valid `UNICODE_STRING` whose `Buffer` holds `Length`
-/// readable bytes.
+/// `Name` must be NULL or point to a valid `UNICODE_STRING` whose `Buffer`, when non-NULL and
+/// 2-byte aligned, holds `Length` readable bytes. An odd `Length`, `Length > MaximumLength`,
+/// or a NULL or misaligned `Buffer` with `Length > 0` gives `STATUS_INVALID_PARAMETER_2`
+/// without reading the buffer.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelInitSetFriendlyName(
     Channel: VMBCHANNEL,
@@ -265,14 +267,21 @@ pub unsafe extern "C" fn VmbChannelInitSetFriendlyName(
     }
     // SAFETY: `Name` is non-null and the caller guarantees it points to a valid UNICODE_STRING.
     let s = unsafe { Name.read() };
-    if s.Length % 2 != 0 || s.Length > s.MaximumLength || (s.Buffer.is_null() && s.Length > 0) {
+    // A UNICODE_STRING holds whole UTF-16 units in a non-NULL, 2-byte aligned buffer; anything
+    // else is refused before a slice is made of it.
+    if s.Length % 2 != 0 || s.Length > s.MaximumLength {
         return STATUS_INVALID_PARAMETER_2;
     }
     let units: &[u16] = if s.Length == 0 {
         &[]
     } else {
-        // SAFETY: `Buffer` is non-null and the caller guarantees `Length` readable bytes,
-        // i.e. `Length / 2` UTF-16 units, suitably aligned as a `PWCH`.
+        if s.Buffer.is_null() || !s.Buffer.is_aligned() {
+            return STATUS_INVALID_PARAMETER_2;
+        }
+        // SAFETY:
+        // - `Buffer` is non-null and aligned for `u16` (both checked just above);
+        // - the caller guarantees `Length` readable bytes behind it, i.e. `Length / 2` UTF-16
+        //   units (`Length` is even, checked above), alive for this call.
         unsafe { std::slice::from_raw_parts(s.Buffer, usize::from(s.Length / 2)) }
     };
     b.set_friendly_name(r, String::from_utf16_lossy(units))

@@ -182,6 +182,86 @@ fn common_init_setters_statuses() {
 }
 
 #[test]
+fn friendly_name_buffer_is_checked_before_it_is_read() {
+    let bus = Bus::new();
+    let ch = alloc(&bus, false);
+    // Backing store with a u16-aligned base, so `base + 1` is certainly misaligned for u16.
+    let mut store = [0u16; 8];
+    let base = store.as_mut_ptr();
+    // SAFETY: every call gets a valid UNICODE_STRING; the sim must refuse the bad buffers
+    // without reading through them (a misaligned pointer is never dereferenced, the aligned
+    // one points to 16 readable bytes).
+    unsafe {
+        // Misaligned buffer (odd address) with a nonzero, even length.
+        let misaligned = UNICODE_STRING {
+            Length: 4,
+            MaximumLength: 4,
+            Buffer: base.cast::<u8>().wrapping_add(1).cast::<u16>(),
+        };
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, &misaligned),
+            STATUS_INVALID_PARAMETER_2
+        );
+        // NULL buffer with a nonzero length.
+        let null = UNICODE_STRING {
+            Length: 4,
+            MaximumLength: 4,
+            Buffer: std::ptr::null_mut(),
+        };
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, &null),
+            STATUS_INVALID_PARAMETER_2
+        );
+        // Odd length on an otherwise valid buffer.
+        let odd = UNICODE_STRING {
+            Length: 5,
+            MaximumLength: 16,
+            Buffer: base,
+        };
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, &odd),
+            STATUS_INVALID_PARAMETER_2
+        );
+        // Length beyond MaximumLength.
+        let over = UNICODE_STRING {
+            Length: 8,
+            MaximumLength: 4,
+            Buffer: base,
+        };
+        assert_eq!(
+            VmbChannelInitSetFriendlyName(ch, &over),
+            STATUS_INVALID_PARAMETER_2
+        );
+        // An empty name needs no buffer at all, aligned or not.
+        let empty_null = UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: std::ptr::null_mut(),
+        };
+        assert_eq!(VmbChannelInitSetFriendlyName(ch, &empty_null), 0);
+        let empty_misaligned = UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: misaligned.Buffer,
+        };
+        assert_eq!(VmbChannelInitSetFriendlyName(ch, &empty_misaligned), 0);
+        // The aligned buffer is accepted.
+        for (i, u) in "ok".encode_utf16().enumerate() {
+            store[i] = u;
+        }
+        let good = UNICODE_STRING {
+            Length: 4,
+            MaximumLength: 16,
+            Buffer: store.as_mut_ptr(),
+        };
+        assert_eq!(VmbChannelInitSetFriendlyName(ch, &good), 0);
+    }
+    assert!(bus.take_violations().is_empty());
+    cleanup(ch);
+    bus.assert_no_leaks();
+}
+
+#[test]
 fn server_init_setters_statuses() {
     let bus = Bus::new();
     let ch = alloc(&bus, true);
