@@ -41,7 +41,9 @@ fn raw_path(user: HANDLE) -> NTSTATUS {
     let mut kernel: HANDLE = core::ptr::null_mut();
     // SAFETY: `kernel` is a valid place for the result.
     let status = unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
-    if status < 0 {
+    // KMCL documents STATUS_SUCCESS or an error for the conversion, and the handle is written
+    // only with STATUS_SUCCESS: test for exactly that, as the wrapper does.
+    if status != 0 {
         return status;
     }
     // SAFETY: the conversion succeeded, so `kernel` is an open handle owned here. Like a drop,

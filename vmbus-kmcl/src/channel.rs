@@ -11,9 +11,10 @@ use core::ptr::NonNull;
 
 use vmbus_kmcl_sys::{DEVICE_OBJECT, VMBCHANNEL};
 
+use crate::error::Error;
 use crate::error::Result;
 use crate::handle::KernelHandle;
-use crate::status::to_result;
+use crate::status::{to_result, NtStatus};
 
 /// A borrowed WDM device object: the parent of the channels a driver allocates.
 ///
@@ -49,6 +50,7 @@ impl DeviceRef<'_> {
 
 /// A server channel in its initialisation phase (allocated, not yet enabled).
 ///
+/// `'dev` is the lifetime of the parent device object, which the channel must not outlive.
 /// `'h` is the lifetime of the kernel handle given to
 /// [`set_vmbus_handle`](Self::set_vmbus_handle): the channel borrows it, so the handle stays
 /// open as long as the channel may use it.
@@ -58,15 +60,16 @@ impl DeviceRef<'_> {
 ///
 /// # Invariants
 ///
-/// Owns a server channel allocated by `VmbChannelAllocate` that has not been enabled and is
-/// cleaned up exactly once, on drop.
+/// Owns a server channel allocated by `VmbChannelAllocate` for a device that outlives it; the
+/// channel has not been enabled and is cleaned up exactly once, on drop.
 #[derive(Debug)]
-pub struct ServerChannelInit<'h> {
+pub struct ServerChannelInit<'dev, 'h> {
     channel: NonNull<vmbus_kmcl_sys::VMBCHANNEL__>,
+    _device: PhantomData<DeviceRef<'dev>>,
     _handle: PhantomData<&'h KernelHandle>,
 }
 
-impl<'h> ServerChannelInit<'h> {
+impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
     /// Allocates a server channel (`VmbChannelAllocate` with `IsServer` TRUE) for `parent`.
     /// PASSIVE_LEVEL.
     ///
@@ -74,21 +77,31 @@ impl<'h> ServerChannelInit<'h> {
     ///
     /// The failing status of `VmbChannelAllocate`.
     #[doc(alias = "VmbChannelAllocate")]
-    pub fn allocate(parent: DeviceRef<'_>) -> Result<Self> {
+    pub fn allocate(parent: DeviceRef<'dev>) -> Result<Self> {
         let mut channel: VMBCHANNEL = core::ptr::null_mut();
         // SAFETY: `parent` is a valid device object (its invariant) and `channel` a valid place
         // for the result.
-        to_result(unsafe { vmbus_kmcl_sys::VmbChannelAllocate(parent.as_raw(), 1, &mut channel) })?;
-        // SAFETY: a successful allocation returns a channel object, never NULL.
+        let status =
+            unsafe { vmbus_kmcl_sys::VmbChannelAllocate(parent.as_raw(), 1, &mut channel) };
+        if status != NtStatus::SUCCESS.to_raw() {
+            return Err(Error::from_failed_call(status));
+        }
+        // SAFETY: with STATUS_SUCCESS, KMCL has stored a channel object, never NULL (its
+        // documented contract).
         let channel = unsafe { NonNull::new_unchecked(channel) };
-        // INVARIANT: a fresh, disabled server channel that this value owns.
+        // INVARIANT: a fresh, disabled server channel that this value owns, for `parent`, which
+        // outlives it (`'dev`).
         Ok(Self {
             channel,
+            _device: PhantomData,
             _handle: PhantomData,
         })
     }
 
     /// The channel handle, for the init setters this type does not wrap yet.
+    ///
+    /// The channel stays owned by `self`: code using the raw handle must not enable, disable or
+    /// clean it up (`Drop` cleans up a channel it knows to be disabled).
     pub fn as_raw(&self) -> VMBCHANNEL {
         self.channel.as_ptr()
     }
@@ -115,7 +128,9 @@ impl<'h> ServerChannelInit<'h> {
     }
 }
 
-impl Drop for ServerChannelInit<'_> {
+impl Drop for ServerChannelInit<'_, '_> {
+    /// Frees the channel (`VmbChannelCleanup`). PASSIVE_LEVEL.
+    #[doc(alias = "VmbChannelCleanup")]
     fn drop(&mut self) {
         // SAFETY: the channel was allocated and never enabled, so it is disabled, and this is
         // its single cleanup (type invariant).

@@ -17,36 +17,47 @@ pub enum Error {
     /// A kernel or KMCL call failed with this status.
     #[error("the call failed with {0}")]
     Status(NtStatus),
+    /// A call returned a success-class status that it does not document (for instance an
+    /// informational one where only `STATUS_SUCCESS` means done), so it produced no result.
+    #[error("the call returned the undocumented status {0}")]
+    Unexpected(NtStatus),
     /// A buffer length that KMCL requires to be a multiple of 8 is not.
     #[error("buffer length {length} is not a multiple of 8")]
     LengthNotMultipleOf8 {
         /// The rejected length in bytes.
-        length: usize,
+        length: u32,
     },
     /// A length does not fit the 32-bit field KMCL takes.
-    #[error("length {length} does not fit in 32 bits")]
-    LengthTooLarge {
-        /// The rejected length in bytes.
-        length: usize,
-    },
-    /// A value is outside the range KMCL accepts.
-    #[error("{what} must be at least {minimum}")]
+    #[error("a length does not fit in 32 bits")]
+    LengthTooLarge,
+    /// A value is below the smallest one KMCL accepts.
+    #[error("a value must be at least {minimum}")]
     BelowMinimum {
-        /// The parameter.
-        what: &'static str,
         /// The smallest value accepted.
         minimum: u32,
     },
 }
 
 impl Error {
-    /// The status a driver would report for this error: the KMCL status, or
+    /// The error of a call that returned `status` instead of the status it documents for
+    /// success: [`Error::Status`] when `NT_SUCCESS` fails, else [`Error::Unexpected`].
+    #[inline]
+    pub const fn from_failed_call(status: vmbus_kmcl_sys::NTSTATUS) -> Self {
+        let status = NtStatus::from_raw(status);
+        if status.is_success() {
+            Self::Unexpected(status)
+        } else {
+            Self::Status(status)
+        }
+    }
+
+    /// The status a driver would report for this error: the status the call returned, or
     /// `STATUS_INVALID_PARAMETER` for inputs the wrapper rejected.
     pub const fn status(self) -> NtStatus {
         match self {
-            Self::Status(status) => status,
+            Self::Status(status) | Self::Unexpected(status) => status,
             Self::LengthNotMultipleOf8 { .. }
-            | Self::LengthTooLarge { .. }
+            | Self::LengthTooLarge
             | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
         }
     }
@@ -61,5 +72,6 @@ impl From<Error> for NtStatus {
 /// The result of a wrapper call.
 pub type Result<T = (), E = Error> = core::result::Result<T, E>;
 
-// The error path stays cheap: a `Result<()>` is no larger than three words.
-const _: () = assert!(core::mem::size_of::<Result<()>>() <= 24);
+// The error path stays cheap: a `Result<()>` fits in one register (8 bytes), which the Windows
+// x64 ABI returns in RAX rather than through memory.
+const _: () = assert!(core::mem::size_of::<Result<()>>() <= 8);

@@ -39,7 +39,7 @@ unsafe impl Send for KernelHandle {}
 unsafe impl Sync for KernelHandle {}
 
 impl KernelHandle {
-    /// Takes ownership of a raw kernel handle; `None` if it is NULL.
+    /// Takes ownership of a raw kernel handle; `None` if it is NULL. Any IRQL.
     ///
     /// # Safety
     ///
@@ -77,6 +77,7 @@ impl KernelHandle {
 
     /// Closes the handle now and reports `ZwClose`'s status (dropping closes it too but ignores
     /// the status). `PASSIVE_LEVEL`.
+    #[doc(alias = "ZwClose")]
     ///
     /// # Errors
     ///
@@ -84,17 +85,23 @@ impl KernelHandle {
     /// is given up either way.
     pub fn close(self) -> Result<()> {
         let handle = self.into_raw();
-        // SAFETY: `handle` is an open kernel handle that this call now owns (type invariant,
-        // ownership released by `into_raw`), and it is closed exactly once, here.
+        // SAFETY:
+        // - `handle` is an open kernel handle that this call now owns (type invariant, ownership
+        //   released by `into_raw`), and it is closed exactly once, here;
+        // - the caller runs at PASSIVE_LEVEL, as documented on this method.
         to_result(unsafe { nt::ZwClose(handle) })
     }
 }
 
 impl Drop for KernelHandle {
+    /// Closes the handle (`ZwClose`). PASSIVE_LEVEL: the type is `Send`, but whichever thread
+    /// drops it must run at PASSIVE_LEVEL.
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: by the type invariant the handle is open and owned by `self`, which is being
-        // destroyed, so this is the single close.
+        // SAFETY:
+        // - by the type invariant the handle is open and owned by `self`, which is being
+        //   destroyed, so this is the single close;
+        // - dropping happens at PASSIVE_LEVEL, as documented on the type.
         let _status = unsafe { nt::ZwClose(self.0.as_ptr()) };
     }
 }

@@ -58,7 +58,9 @@ mod status;
 pub use channel::{DeviceRef, ServerChannelInit};
 pub use error::{Error, Result};
 pub use handle::KernelHandle;
-pub use process::{with_current_process, ProcessContext, ProcessId, ProcessRef, UserHandle};
+pub use process::{
+    with_current_process, HandleValue, ProcessContext, ProcessId, ProcessRef, UserHandle,
+};
 pub use status::{to_result, NtStatus, Severity};
 
 pub use vmbus_kmcl_sys as sys;

@@ -46,7 +46,7 @@ use vmbus_kmcl_sys::HANDLE;
 
 use crate::error::Result;
 use crate::handle::KernelHandle;
-use crate::status::to_result;
+use crate::status::{to_result, NtStatus};
 
 /// Proof that the current thread runs in one particular process, for the brand `'proc`.
 ///
@@ -90,6 +90,7 @@ impl ProcessContext<'_> {
 
     /// The process object (not referenced) of this context (`IoGetCurrentProcess`, which by
     /// the invariant is this context's process). Any IRQL up to `DISPATCH_LEVEL`.
+    #[doc(alias = "IoGetCurrentProcess")]
     pub fn process(&self) -> PEPROCESS {
         // SAFETY: `IoGetCurrentProcess` has no preconditions at IRQL <= DISPATCH_LEVEL; it only
         // reads the current thread's process pointer.
@@ -99,19 +100,43 @@ impl ProcessContext<'_> {
     /// Attaches the current thread to `process`, runs `f` with a context for it, and detaches
     /// again when `f` returns or unwinds.
     ///
-    /// `self` is borrowed mutably for the duration, so no [`UserHandle`] of the outer process
-    /// can be used inside: the attached process's handle table would interpret it.
+    /// Nothing tied to the current process can enter the attached region, where the attached
+    /// process's handle table would interpret it: `f` must be `Send`, which no
+    /// [`ProcessContext`] and no [`UserHandle`] (of this scope or of any enclosing one) is, and
+    /// `self` is borrowed mutably for the duration. Carry handle values in as [`HandleValue`]s.
     ///
-    /// Calls `KeStackAttachProcess` and `KeUnstackDetachProcess`; IRQL at most `APC_LEVEL`.
-    /// Keep the attached region short: the kernel documents deadlock risks.
+    /// Calls `KeStackAttachProcess` and `KeUnstackDetachProcess`: IRQL at most `APC_LEVEL`
+    /// (checked in debug builds). Keep the attached region short: the kernel documents deadlock
+    /// risks.
+    ///
+    /// # Examples
+    ///
+    /// A system thread converts a handle value it received earlier from the worker process:
+    ///
+    /// ```
+    /// use vmbus_kmcl::{with_current_process, HandleValue, KernelHandle, ProcessRef, Result, UserHandle};
+    ///
+    /// fn convert_in_worker(worker: &ProcessRef, value: HandleValue) -> Result<KernelHandle> {
+    ///     with_current_process(|cx| {
+    ///         cx.attach(worker, |attached| UserHandle::from_value(value, attached).to_kernel_handle())
+    ///     })
+    /// }
+    /// # let _ = convert_in_worker;
+    /// ```
+    #[doc(alias = "KeStackAttachProcess")]
+    #[doc(alias = "KeUnstackDetachProcess")]
     pub fn attach<R>(
         &mut self,
         process: &ProcessRef,
-        f: impl for<'p> FnOnce(&'p mut ProcessContext<'p>) -> R,
+        f: impl for<'p> FnOnce(&'p mut ProcessContext<'p>) -> R + Send,
     ) -> R {
+        // SAFETY: `KeGetCurrentIrql` has no preconditions.
+        debug_assert!(unsafe { nt::KeGetCurrentIrql() } <= nt::APC_LEVEL);
         let mut state = KAPC_STATE::zeroed();
-        // SAFETY: `process` is referenced by `ProcessRef` for the whole call, and `state` is
-        // stack storage that stays in place until the guard below detaches with it.
+        // SAFETY:
+        // - `process` is referenced by `ProcessRef` for the whole call;
+        // - `state` is stack storage that stays in place until the guard below detaches with it;
+        // - the caller runs at IRQL <= APC_LEVEL (documented, checked in debug builds).
         unsafe { nt::KeStackAttachProcess(process.as_raw(), &mut state) };
         let _detach = Detach(&mut state);
         // SAFETY: the thread is attached to `process` until `_detach` drops, after `f` returns
@@ -140,7 +165,8 @@ impl fmt::Debug for ProcessContext<'_> {
     }
 }
 
-/// Runs `f` with a context for the process the current thread runs in.
+/// Runs `f` with a context for the process the current thread runs in. Any IRQL; no kernel
+/// call is made.
 ///
 /// This is the entry point for a dispatch routine that runs in the requesting thread (the
 /// top-level driver receiving an IOCTL from the VM worker process runs in that process): what
@@ -149,10 +175,11 @@ impl fmt::Debug for ProcessContext<'_> {
 /// the system process; attach to a referenced process object instead
 /// ([`ProcessContext::attach`]).
 ///
-/// A nested call gives a second, independent context of the same process. The compiler stops a
-/// [`UserHandle`] of a context from reaching an attach made *through that context*, but not one
-/// made through a nested context: do not attach through a nested context while holding handles
-/// of the outer one.
+/// What the types cannot see is where the thread came from: called from a system thread, a DPC
+/// or a work item, this yields a context for whatever process the thread runs in (usually the
+/// System process), and a handle value from elsewhere would be looked up there (KMCL then fails
+/// the conversion or, worse, names another object). Call it only where the requestor's thread is
+/// known to be current.
 pub fn with_current_process<R>(
     f: impl for<'proc> FnOnce(&'proc mut ProcessContext<'proc>) -> R,
 ) -> R {
@@ -175,6 +202,8 @@ impl ProcessId {
     }
 
     /// The id of the current process (`PsGetCurrentProcessId`). Read it before attaching.
+    /// Any IRQL.
+    #[doc(alias = "PsGetCurrentProcessId")]
     pub fn current() -> Self {
         // SAFETY: `PsGetCurrentProcessId` has no preconditions.
         Self(unsafe { nt::PsGetCurrentProcessId() })
@@ -205,6 +234,7 @@ impl ProcessRef {
     /// # Errors
     ///
     /// The status of `PsLookupProcessByProcessId`, e.g. `STATUS_INVALID_CID` for an unknown id.
+    #[doc(alias = "PsLookupProcessByProcessId")]
     pub fn lookup(process_id: ProcessId) -> Result<Self> {
         let mut process: PEPROCESS = core::ptr::null_mut();
         // SAFETY: `process` is a valid place for the result; the id is a plain value.
@@ -232,6 +262,8 @@ impl ProcessRef {
 }
 
 impl Drop for ProcessRef {
+    /// Drops the reference (`ObDereferenceObject`). IRQL at most `DISPATCH_LEVEL`.
+    #[doc(alias = "ObDereferenceObject")]
     fn drop(&mut self) {
         // SAFETY: by the type invariant this object holds one reference, released once here.
         let _ = unsafe { nt::ObfDereferenceObject(self.0.as_ptr().cast::<c_void>()) };
@@ -241,6 +273,31 @@ impl Drop for ProcessRef {
 impl fmt::Debug for ProcessRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ProcessRef").field(&self.0).finish()
+    }
+}
+
+/// A handle value received from user mode (for example in an IOCTL buffer), not yet tied to a
+/// process: plain data, `Send`, so it can be carried into an attached region or to another
+/// thread and turned into a [`UserHandle`] there, with that place's context.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandleValue(usize);
+
+impl HandleValue {
+    /// The value of a raw handle.
+    pub fn new(raw: HANDLE) -> Self {
+        Self(raw.addr())
+    }
+
+    /// The raw handle (a number, never dereferenced).
+    pub const fn as_raw(self) -> HANDLE {
+        core::ptr::without_provenance_mut(self.0)
+    }
+}
+
+impl From<HANDLE> for HandleValue {
+    fn from(raw: HANDLE) -> Self {
+        Self::new(raw)
     }
 }
 
@@ -270,6 +327,11 @@ impl<'proc> UserHandle<'proc> {
         }
     }
 
+    /// Wraps a [`HandleValue`] received from the process of `cx`.
+    pub fn from_value(value: HandleValue, cx: &'proc ProcessContext<'proc>) -> Self {
+        Self::new(value.as_raw(), cx)
+    }
+
     /// The raw handle value.
     pub fn as_raw(&self) -> HANDLE {
         self.raw
@@ -277,23 +339,28 @@ impl<'proc> UserHandle<'proc> {
 
     /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
     /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
-    /// a server channel ([`crate::ServerChannelInit::set_vmbus_handle`]).
+    /// a server channel ([`crate::ServerChannelInit::set_vmbus_handle`]). KMCL documents no IRQL;
+    /// call it at `PASSIVE_LEVEL`, as the handle-table lookups it makes require.
     ///
     /// # Errors
     ///
-    /// The failing status of the conversion, e.g. `STATUS_INVALID_HANDLE` when the value names no
-    /// handle of this process. Nothing is opened then.
+    /// [`Error::Status`](crate::Error::Status) with the failing status of the conversion, e.g.
+    /// `STATUS_INVALID_HANDLE` when the value names no handle of this process;
+    /// [`Error::Unexpected`](crate::Error::Unexpected) for a success-class status other than
+    /// `STATUS_SUCCESS`, which the function does not document. Nothing is opened then.
     #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
     #[inline]
     pub fn to_kernel_handle(self) -> Result<KernelHandle> {
         let mut kernel: HANDLE = core::ptr::null_mut();
         // SAFETY: `kernel` is a valid place for the result, and the thread runs in the process
         // that owns `self.raw` (type invariant), as the conversion requires.
-        to_result(unsafe {
-            vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(self.raw, &mut kernel)
-        })?;
-        // SAFETY: on success KMCL wrote an open kernel handle, and kernel handle values are never
-        // NULL (their top bit is set).
+        let status =
+            unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(self.raw, &mut kernel) };
+        if status != NtStatus::SUCCESS.to_raw() {
+            return Err(crate::Error::from_failed_call(status));
+        }
+        // SAFETY: with STATUS_SUCCESS, KMCL has written an open kernel handle (its documented
+        // contract), and kernel handle values are never NULL (their top bit is set).
         let kernel = unsafe { NonNull::new_unchecked(kernel) };
         // SAFETY: the handle is new, open, and owned by the caller, to whom it is handed over.
         Ok(unsafe { KernelHandle::from_raw_nonnull(kernel) })

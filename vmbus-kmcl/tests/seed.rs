@@ -5,7 +5,8 @@ use core::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vmbus_kmcl::{
-    with_current_process, Error, KernelHandle, NtStatus, ProcessId, ProcessRef, UserHandle,
+    with_current_process, Error, HandleValue, KernelHandle, NtStatus, ProcessId, ProcessRef,
+    UserHandle,
 };
 use vmbus_kmcl_sim::nt::{self, Object, Process, Violation};
 use vmbus_kmcl_sys::HANDLE;
@@ -154,9 +155,11 @@ fn attach_runs_in_the_target_process_and_restores_the_previous_one() {
     // A system thread (not in the worker) attaches to it and converts there.
     let kernel = with_current_process(|cx| {
         assert_eq!(cx.process(), nt::system_process().as_eprocess());
+        // The raw value crosses into the attached region as plain data.
+        let value = HandleValue::new(raw);
         let kernel = cx.attach(&worker_ref, |attached| {
             assert_eq!(attached.process(), worker.as_eprocess());
-            UserHandle::new(raw, attached).to_kernel_handle()
+            UserHandle::from_value(value, attached).to_kernel_handle()
         });
         assert_eq!(nt::current_process().id(), nt::system_process().id());
         assert_eq!(nt::attach_depth(), 0);

@@ -21,10 +21,10 @@ pub fn vmbus_handle_from_worker(raw: HANDLE) -> Result<KernelHandle> {
 
 /// Allocates a server channel and points it at the worker's VM.
 #[inline(never)]
-pub fn bind_channel<'h>(
-    device: DeviceRef<'_>,
+pub fn bind_channel<'d, 'h>(
+    device: DeviceRef<'d>,
     vm: &'h KernelHandle,
-) -> Result<ServerChannelInit<'h>> {
+) -> Result<ServerChannelInit<'d, 'h>> {
     let mut channel = ServerChannelInit::allocate(device)?;
     channel.set_vmbus_handle(vm)?;
     Ok(channel)
@@ -67,6 +67,16 @@ unsafe extern "C" {
     fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32;
 }
 
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "system" {
+    /// Stops the system with a bug check; never returns.
+    fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
+}
+
+/// The bug check code a Rust panic in this driver raises: a private value ("RSP!" in ASCII), so a
+/// crash dump tells it from the system's own codes.
+const PANIC_BUG_CHECK: u32 = 0x5253_5021;
+
 /// Tells the MSVC linker model that floating point is in use; any driver with Rust's `core`
 /// defines it.
 #[no_mangle]
@@ -74,19 +84,18 @@ unsafe extern "C" {
 static _fltused: i32 = 0;
 
 /// The precompiled `core` carries unwind tables that name the MSVC C++ personality routine.
-/// With `panic = "abort"` nothing ever unwinds, so it is never called; kernel C code would get it
-/// from the WDK's runtime library, which this image does not link.
+/// With `panic = "abort"` nothing ever unwinds, so it is never called; if it were, that would be
+/// a bug: stop the system. (Kernel C code gets it from the WDK's runtime library, which this
+/// image does not link.)
 #[no_mangle]
 extern "C" fn __CxxFrameHandler3() -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
+    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
+    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 1, 0, 0, 0) }
 }
 
-/// A panic in a driver is a bug: stop here (a production driver calls KeBugCheckEx).
+/// A panic in a driver is a bug: stop the system with a bug check (a kernel cannot unwind).
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
+    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
+    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 0, 0, 0, 0) }
 }
