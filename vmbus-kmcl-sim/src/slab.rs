@@ -4,6 +4,11 @@
 //! slab. Removing an object bumps the generation of its slot, so a handle kept after the object
 //! is gone no longer matches and the sim reports a use after free instead of touching a reused
 //! slot. Freed slots are reused, so a long run does not grow the table.
+//!
+//! A handle carries only 16 bits of generation, so a slot must never pass through the same
+//! generation twice: a slot whose generation reached `u16::MAX` is retired when its object is
+//! removed (never reused), instead of wrapping around to a generation that stale handles may
+//! still carry. A retired slot costs a few bytes per 65,535 reuses of one index.
 #![forbid(unsafe_code)]
 
 use crate::handle::MAX_INDEX;
@@ -93,10 +98,14 @@ impl<T> Slab<T> {
             return None;
         }
         let value = slot.value.take()?;
-        // Generation 0 is never used, so a zeroed handle can never match.
-        slot.generation = slot.generation.wrapping_add(1).max(1);
-        self.free.push(r.index);
         self.live -= 1;
+        // Generations count up from 1 (0 is never used, so a zeroed handle can never match) and
+        // never wrap: a slot that used its last generation is retired, left empty and off the
+        // free list, so no stale handle can ever match a live object in it again.
+        if let Some(next) = slot.generation.checked_add(1) {
+            slot.generation = next;
+            self.free.push(r.index);
+        }
         Some(value)
     }
 
@@ -143,6 +152,21 @@ impl<T> Slab<T> {
 }
 
 #[cfg(test)]
+impl<T> Slab<T> {
+    /// Moves the live object `r` to generation `generation` of its slot, as if the slot had
+    /// been reused that often (the full walk is slow under Miri).
+    fn fast_forward(&mut self, r: ObjRef, generation: u16) -> ObjRef {
+        let slot = &mut self.slots[r.index as usize];
+        assert!(slot.generation == r.generation && slot.value.is_some());
+        slot.generation = generation;
+        ObjRef {
+            index: r.index,
+            generation,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -158,5 +182,52 @@ mod tests {
         assert_eq!(s.remove(a), None);
         assert_eq!(s.get(b), Some(&2));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_retired_instead_of_wrapping_its_generation() {
+        let mut s = Slab::default();
+        let first = s.insert(0u32).unwrap();
+        assert_eq!(first.generation, 1);
+        let mut cur = first;
+        // Natively, walk every generation; Miri starts near the end (a full walk takes over a
+        // minute there).
+        if cfg!(miri) {
+            cur = s.fast_forward(first, u16::MAX - 1000);
+        }
+        let mut last_of_slot = cur;
+        // Reuse one slot (LIFO free list) well past the 16-bit generation limit.
+        for i in 1..=70_000u32 {
+            if cfg!(miri) && i > 2000 {
+                break;
+            }
+            assert_eq!(s.remove(cur), Some(i - 1));
+            cur = s.insert(i).unwrap();
+            if cur.index == first.index {
+                assert!(
+                    cur.generation > last_of_slot.generation,
+                    "generation wrapped"
+                );
+                last_of_slot = cur;
+            }
+        }
+        // The slot went through every generation once, then was retired for a new one.
+        assert_eq!(last_of_slot.generation, u16::MAX);
+        assert_ne!(cur.index, first.index);
+        assert_eq!(s.capacity(), 2);
+        // Neither the first handle nor the last one of the retired slot resolves any more,
+        // even though the live object's generation could otherwise have cycled back.
+        assert_eq!(s.get(first), None);
+        assert_eq!(s.get(last_of_slot), None);
+        assert_eq!(s.remove(last_of_slot), None);
+        assert_eq!(s.get(cur), Some(if cfg!(miri) { &2000 } else { &70_000 }));
+        assert_eq!(s.len(), 1);
+        // A handle of generation 1 for the retired slot matches nothing after 65,536+ reuses.
+        let wrapped = ObjRef {
+            index: first.index,
+            generation: 1,
+        };
+        assert_eq!(s.get(wrapped), None);
+        assert!(s.at(first.index as usize).is_none());
     }
 }
