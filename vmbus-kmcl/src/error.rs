@@ -75,3 +75,34 @@ pub type Result<T = (), E = Error> = core::result::Result<T, E>;
 // The error path stays cheap: a `Result<()>` fits in one register (8 bytes), which the Windows
 // x64 ABI returns in RAX rather than through memory.
 const _: () = assert!(core::mem::size_of::<Result<()>>() <= 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_calls_keep_their_status_and_never_turn_success_into_a_failure() {
+        let failure = NtStatus::INVALID_PARAMETER_2.to_raw();
+        assert_eq!(
+            Error::from_failed_call(failure),
+            Error::Status(NtStatus::INVALID_PARAMETER_2)
+        );
+        let pending = NtStatus::PENDING.to_raw();
+        assert_eq!(
+            Error::from_failed_call(pending),
+            Error::Unexpected(NtStatus::PENDING)
+        );
+        assert_eq!(Error::from_failed_call(pending).status(), NtStatus::PENDING);
+        assert_eq!(Error::LengthTooLarge.status(), NtStatus::INVALID_PARAMETER);
+        assert_eq!(
+            NtStatus::from(Error::BelowMinimum { minimum: 1 }),
+            NtStatus::INVALID_PARAMETER
+        );
+    }
+
+    #[test]
+    fn errors_are_small() {
+        assert_eq!(core::mem::size_of::<Error>(), 8);
+        assert_eq!(core::mem::size_of::<Result<()>>(), 8);
+    }
+}

@@ -42,10 +42,12 @@
 //! # let _ = (on_set_vmbus_handle_ioctl, offer);
 //! ```
 //!
-//! What the compiler rejects (each case is a compile-fail test): a [`UserHandle`] escaping its
-//! scope, sent to another thread, or used with another scope's context; a user handle of the
-//! outer process used inside an attach to another process; a [`KernelHandle`] used after it
-//! was moved or closed; converting a raw handle without a [`ProcessContext`].
+//! What the compiler rejects (each case is a compile-fail test in `tests/ui`): a [`UserHandle`]
+//! escaping its scope, stored outside it, or sent to another thread; a [`ProcessContext`] shared
+//! with another thread; a handle of the current scope, or of any enclosing one, used inside an
+//! attach to another process; a [`KernelHandle`] used after it was moved or closed, or closed
+//! while a channel still borrows it; a channel outliving its device object; converting a raw
+//! handle without a [`ProcessContext`].
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
