@@ -1977,6 +1977,21 @@ impl BusShared {
             // Nothing to open: the client never named a target.
             return STATUS_INVALID_DEVICE_STATE;
         }
+        // The offer is made with the VMBus handle the server recorded: it must still be open.
+        // (A leaf lookup in the NT emulation, which never calls back into a bus.)
+        if let Some(h) = ch.vmbus_handle.filter(|_| ch.is_server) {
+            if !crate::nt::is_open_kernel_handle(crate::handle::to_ptr(h)) {
+                self.violation(
+                    &mut st,
+                    format!(
+                        "VmbChannelEnable: the VMBus handle {h:#x} given to \
+                         VmbServerChannelInitSetVmbusHandle is no longer an open kernel handle \
+                         (closed with ZwClose before the channel was offered)"
+                    ),
+                );
+                return crate::nt::STATUS_INVALID_HANDLE;
+            }
+        }
         ch.state = ChannelState::Enabled;
         ch.rejected = false;
         // The server always comes up paused (it starts the flow itself); the client is active

@@ -166,7 +166,9 @@ pub unsafe extern "C" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
     }
 }
 
-/// `VmbChannelEnable`: offers (server) or opens (client) the channel.
+/// `VmbChannelEnable`: offers (server) or opens (client) the channel. A server whose handle
+/// from `VmbServerChannelInitSetVmbusHandle` was closed (`ZwClose`) in the meantime is not
+/// offered: the sim records a violation and returns `STATUS_INVALID_HANDLE`.
 ///
 /// # Safety
 ///
@@ -513,7 +515,8 @@ pub unsafe extern "C" fn VmbServerChannelInitSetTargetVtl(
 
 /// `VmbServerChannelInitSetVmbusHandle` (server only): `VmbusHandle` must be an open kernel
 /// handle (from `VmbConvertVmbusHandleToKernelHandle`) to this channel's bus, else
-/// `STATUS_INVALID_PARAMETER_2`. The sim records the value; it takes no reference.
+/// `STATUS_INVALID_PARAMETER_2`. The sim records the value; it takes no reference, so the
+/// handle must stay open until the channel is enabled (checked there).
 ///
 /// # Safety
 ///

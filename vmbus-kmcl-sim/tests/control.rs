@@ -455,6 +455,61 @@ fn vmbus_handle_from_the_worker_process() {
 }
 
 #[test]
+fn vmbus_handle_closed_before_enable_fails_the_offer() {
+    let bus = Bus::new();
+    let worker = nt::Process::new("vmwp");
+    let user = bus.open_vmbus_handle_in(&worker);
+    let mut kernel = std::ptr::null_mut();
+    let mut fresh = std::ptr::null_mut();
+    {
+        let _in = worker.enter();
+        // SAFETY: writable outputs; running in the worker's context.
+        unsafe {
+            assert_eq!(
+                nt::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel),
+                0
+            );
+            assert_eq!(nt::VmbConvertVmbusHandleToKernelHandle(user, &mut fresh), 0);
+        }
+    }
+    let s = server(&bus);
+    // SAFETY: live channel; handles are looked up in the emulated table, not dereferenced.
+    unsafe {
+        assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0);
+        // The driver closes the handle it gave the channel before offering it.
+        assert_eq!(nt::ZwClose(kernel), 0);
+        assert!(!nt::is_open_kernel_handle(kernel));
+        // STATUS_INVALID_HANDLE.
+        assert_eq!(VmbChannelEnable(s.ch), 0xC000_0008_u32 as NTSTATUS);
+    }
+    assert_eq!(
+        bus.channel_info(s.ch).unwrap().state,
+        ChannelState::Disabled
+    );
+    let v = bus.take_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("VmbChannelEnable") && v[0].contains("no longer an open kernel handle"),
+        "{v:?}"
+    );
+    // With an open handle recorded instead, the same channel is offered and opens.
+    // SAFETY: live channel; open kernel handle.
+    unsafe {
+        assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, fresh), 0);
+    }
+    let c = client(&bus);
+    open(&bus, &s, &c);
+    assert_eq!(bus.channel_info(c.ch).unwrap().state, ChannelState::Open);
+    teardown(&[&c, &s]);
+    // SAFETY: closing the kernel handle we still own.
+    unsafe {
+        assert_eq!(nt::ZwClose(fresh), 0);
+    }
+    assert!(worker.close_handle(user));
+    bus.assert_no_leaks();
+}
+
+#[test]
 fn interface_tables_are_complete_and_reference_counted() {
     let t = vmbus_kmcl_sim::client_interface();
     assert_eq!(
