@@ -559,9 +559,49 @@ pub(crate) fn lookup_bus(id: u64) -> Option<Arc<BusShared>> {
     Some(bus)
 }
 
-/// Reports a misuse that cannot be attributed to a live bus.
+/// Orphan violations kept at most; later ones are counted only.
+const ORPHAN_LIMIT: usize = 4096;
+
+/// Misuses that could not be attributed to a live bus, and how many were dropped past
+/// [`ORPHAN_LIMIT`].
+static ORPHANS: Mutex<(Vec<String>, usize)> = Mutex::new((Vec::new(), 0));
+
+fn orphans() -> MutexGuard<'static, (Vec<String>, usize)> {
+    ORPHANS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reports a misuse that cannot be attributed to a live bus (a NULL or garbage handle, or a
+/// handle of a bus already dropped): printed at once and kept for [`take_orphan_violations`].
 pub(crate) fn orphan_violation(msg: &str) {
     eprintln!("vmbus-kmcl-sim: VIOLATION (no live bus): {msg}");
+    let mut o = orphans();
+    if o.0.len() < ORPHAN_LIMIT {
+        o.0.push(msg.to_string());
+    } else {
+        o.1 += 1;
+    }
+}
+
+/// The misuses recorded so far that no live bus could be charged with, oldest first, removed
+/// from the process-wide list: a NULL or garbage `VMBCHANNEL`, `VMBPACKET` or
+/// `VMBPACKETCOMPLETION` (which a void export such as `VmbChannelCleanup(NULL)` cannot report
+/// through a status), a handle of a bus already dropped, an unknown interface context.
+///
+/// A misuse whose handle names a live bus (a stale or forged handle of that bus, or a handle of
+/// the wrong kind) is recorded on that bus instead, in its [`crate::Bus::take_violations`].
+/// The list is shared by every thread of the process, so a test that asserts on it must not run
+/// concurrently with another test that takes it. At most 4096 entries are kept; a last entry
+/// says how many more were dropped.
+pub fn take_orphan_violations() -> Vec<String> {
+    let mut o = orphans();
+    let mut taken = std::mem::take(&mut o.0);
+    let dropped = std::mem::take(&mut o.1);
+    if dropped > 0 {
+        taken.push(format!(
+            "{dropped} more orphan violations dropped (limit {ORPHAN_LIMIT})"
+        ));
+    }
+    taken
 }
 
 /// Resolution of a handle value.

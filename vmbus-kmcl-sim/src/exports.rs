@@ -21,7 +21,7 @@ use vmbus_kmcl_sys::*;
 use crate::bus::{interface_dereference, interface_reference, new_interface_context};
 use crate::callbacks::UserPtr;
 use crate::engine::{orphan_violation, resolve, BusShared, Resolved, Side, StateCallbacks};
-use crate::handle::{to_ptr, Handle, Kind};
+use crate::handle::{bus_of, to_ptr, Handle, Kind};
 use crate::mdl::{segments, Described, Segment};
 use crate::slab::ObjRef;
 use crate::status::*;
@@ -48,6 +48,11 @@ pub static KMCL_SERVER_INTERFACE_TYPE: GUID = GUID {
 
 // ----- Handle resolution -----
 
+/// Resolves a handle argument. A handle that does not resolve is always recorded, since a void
+/// export has no status to report it with: on its bus when the value names a live bus (a
+/// handle of another kind; a stale or forged handle of the right kind is reported by the
+/// engine when it finds no such object), in the orphan list otherwise (NULL, garbage, a
+/// dropped bus).
 fn live(value: usize, kind: Kind, what: &str) -> Option<(Arc<BusShared>, ObjRef)> {
     match resolve(value, kind) {
         Resolved::Live(b, r) => Some((b, r)),
@@ -56,9 +61,22 @@ fn live(value: usize, kind: Kind, what: &str) -> Option<(Arc<BusShared>, ObjRef)
             None
         }
         Resolved::Unknown => {
-            orphan_violation(&format!(
-                "{what}: {value:#x} is not a handle of a live sim bus (forged, or its bus was dropped)"
-            ));
+            match bus_of(value).and_then(crate::engine::lookup_bus) {
+                Some(bus) => {
+                    let name = match kind {
+                        Kind::Channel => "VMBCHANNEL",
+                        Kind::Packet => "VMBPACKET",
+                        Kind::Incoming => "VMBPACKETCOMPLETION",
+                        Kind::Device => "PDEVICE_OBJECT",
+                    };
+                    bus.record_violation(format!(
+                        "{what}: {value:#x} is not a {name} (a handle of another kind, or forged)"
+                    ));
+                }
+                None => orphan_violation(&format!(
+                    "{what}: {value:#x} is not a handle of a live sim bus (forged, or its bus was dropped)"
+                )),
+            }
             None
         }
     }

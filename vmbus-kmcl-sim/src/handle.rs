@@ -76,6 +76,14 @@ impl Handle {
     }
 }
 
+/// The bus id carried by `value` if it is a sim handle of any kind (`None` otherwise), to
+/// charge a handle of the wrong kind to its bus.
+pub(crate) fn bus_of(value: usize) -> Option<u64> {
+    // CAST: usize is 64 bits wide on every supported target.
+    let v = value as u64;
+    (v >> 60 == TAG).then_some((v >> 36) & MAX_BUS_ID)
+}
+
 /// The pointer-shaped value `v` as a pointer without provenance: it is never dereferenced,
 /// only compared and decoded again (no integer-to-pointer cast involved).
 pub(crate) fn to_ptr<T>(v: usize) -> *mut T {
@@ -99,5 +107,8 @@ mod tests {
         assert_eq!(Handle::decode(v, Kind::Channel), None);
         assert_eq!(Handle::decode(0x1000, Kind::Packet), None);
         assert_eq!(Handle::decode(0, Kind::Channel), None);
+        assert_eq!(bus_of(v), Some(77));
+        assert_eq!(bus_of(0x1000), None);
+        assert_eq!(bus_of(0), None);
     }
 }

@@ -101,6 +101,7 @@ mod slab;
 pub mod status;
 
 pub use bus::{interface_reference_count, Bus};
+pub use engine::take_orphan_violations;
 pub use engine::{ChannelInfo, ChannelState, LeakReport, RawCompletion, RawPacketError, Side};
 pub use exports::{client_interface, server_interface};
 pub use mdl::{

@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use common::*;
 use vmbus_kmcl_sim::status::*;
 use vmbus_kmcl_sim::{Bus, ChannelState};
@@ -466,4 +468,124 @@ fn accounting_is_per_bus() {
     teardown(&[&c, &s, &c2, &s2]);
     a.assert_no_leaks();
     b.assert_no_leaks();
+}
+
+/// The orphan list is process-wide: the tests of this binary that take it run one at a time.
+static ORPHANS: Mutex<()> = Mutex::new(());
+
+/// Runs `f` and returns the orphan violations it recorded.
+fn orphans_of(f: impl FnOnce()) -> Vec<String> {
+    let _one_at_a_time = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+    let before = vmbus_kmcl_sim::take_orphan_violations();
+    assert!(
+        before.is_empty(),
+        "orphans left by an earlier test: {before:?}"
+    );
+    f();
+    vmbus_kmcl_sim::take_orphan_violations()
+}
+
+/// The void exports that take a `VMBCHANNEL`.
+const CHANNEL_VOIDS: [&str; 10] = [
+    "VmbChannelCleanup",
+    "VmbChannelDisable",
+    "VmbChannelPause",
+    "VmbChannelStart",
+    "VmbChannelSetPointer",
+    "VmbChannelSetIncomingProcessingAtPassive",
+    "VmbChannelSetTransactionQuota",
+    "VmbChannelDeleteGpadl",
+    "VmbChannelUnmapGpadl",
+    "VmbChannelSaveEnd",
+];
+
+fn call_channel_void(name: &str, c: VMBCHANNEL) {
+    // SAFETY: these exports only decode the channel handle (never dereference it) and take no
+    // other pointer the sim reads; NULL and forged values are what they must reject.
+    unsafe {
+        match name {
+            "VmbChannelCleanup" => VmbChannelCleanup(c),
+            "VmbChannelDisable" => VmbChannelDisable(c),
+            "VmbChannelPause" => VmbChannelPause(c),
+            "VmbChannelStart" => VmbChannelStart(c),
+            "VmbChannelSetPointer" => VmbChannelSetPointer(c, std::ptr::null_mut()),
+            "VmbChannelSetIncomingProcessingAtPassive" => {
+                VmbChannelSetIncomingProcessingAtPassive(c, 1);
+            }
+            "VmbChannelSetTransactionQuota" => VmbChannelSetTransactionQuota(c, 4),
+            "VmbChannelDeleteGpadl" => VmbChannelDeleteGpadl(c, 1),
+            "VmbChannelUnmapGpadl" => VmbChannelUnmapGpadl(c, 1),
+            "VmbChannelSaveEnd" => VmbChannelSaveEnd(c),
+            _ => unreachable!("{name}"),
+        }
+    }
+}
+
+fn not_a_live_bus(name: &str, value: usize) -> String {
+    format!("{name}: {value:#x} is not a handle of a live sim bus (forged, or its bus was dropped)")
+}
+
+#[test]
+fn void_channel_exports_record_null_and_forged_handles() {
+    // A handle whose bus is gone.
+    let dropped = {
+        let gone = Bus::new();
+        let s = server(&gone);
+        teardown(&[&s]);
+        gone.assert_no_leaks();
+        s.ch
+    };
+    let bus = Bus::new();
+    let s = server(&bus);
+    let live = s.ch.addr();
+    // Garbage, and a well-formed handle naming a bus id no bus has.
+    let garbage = 0x1234_5670_usize;
+    let foreign = live | (0xF_FFFF << 36);
+    // The live handle with another generation; the bus's own device object as a channel.
+    let forged = live ^ 0x8000;
+    let wrong_kind = bus.guest_device().addr();
+    for name in CHANNEL_VOIDS {
+        let orphans = orphans_of(|| call_channel_void(name, std::ptr::null_mut()));
+        assert_eq!(orphans, [format!("{name}: NULL handle")]);
+        let orphans = orphans_of(|| {
+            call_channel_void(name, std::ptr::without_provenance_mut(garbage));
+        });
+        assert_eq!(orphans, [not_a_live_bus(name, garbage)]);
+        let orphans = orphans_of(|| {
+            call_channel_void(name, std::ptr::without_provenance_mut(foreign));
+        });
+        assert_eq!(orphans, [not_a_live_bus(name, foreign)]);
+        let orphans = orphans_of(|| call_channel_void(name, dropped));
+        assert_eq!(orphans, [not_a_live_bus(name, dropped.addr())]);
+        assert!(bus.take_violations().is_empty());
+
+        // Handles naming this live bus are charged to it, not to the orphan list.
+        let orphans = orphans_of(|| {
+            call_channel_void(name, std::ptr::without_provenance_mut(forged));
+        });
+        assert!(orphans.is_empty(), "{orphans:?}");
+        let v = bus.take_violations();
+        assert!(
+            v.len() == 1 && v[0].starts_with(name) && v[0].contains("stale VMBCHANNEL"),
+            "{name}: {v:?}"
+        );
+        let orphans = orphans_of(|| {
+            call_channel_void(name, std::ptr::without_provenance_mut(wrong_kind));
+        });
+        assert!(orphans.is_empty(), "{orphans:?}");
+        let v = bus.take_violations();
+        assert_eq!(
+            v,
+            [format!(
+                "{name}: {wrong_kind:#x} is not a VMBCHANNEL (a handle of another kind, or forged)"
+            )]
+        );
+    }
+    // The real channel was never touched.
+    assert_eq!(
+        bus.channel_info(s.ch).unwrap().state,
+        ChannelState::Disabled
+    );
+    teardown(&[&s]);
+    bus.assert_no_leaks();
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use vmbus_kmcl_sim::status::*;
@@ -845,6 +845,128 @@ fn in_flight_packets_are_cancelled_when_the_channel_closes() {
         [(STATUS_CANCELLED, vec![])]
     );
     free(&[p]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// The orphan list is process-wide: the tests of this binary that take it run one at a time.
+static ORPHANS: Mutex<()> = Mutex::new(());
+
+/// Runs `f` and returns the orphan violations it recorded.
+fn orphans_of(f: impl FnOnce()) -> Vec<String> {
+    let _one_at_a_time = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+    let before = vmbus_kmcl_sim::take_orphan_violations();
+    assert!(
+        before.is_empty(),
+        "orphans left by an earlier test: {before:?}"
+    );
+    f();
+    vmbus_kmcl_sim::take_orphan_violations()
+}
+
+/// The void exports that take a `VMBPACKET`.
+const PACKET_VOIDS: [&str; 3] = [
+    "VmbPacketFree",
+    "VmbPacketSetPointer",
+    "VmbPacketSetCompletionRoutine",
+];
+
+/// The void exports that take a `VMBPACKETCOMPLETION`.
+const COMPLETION_VOIDS: [&str; 3] = [
+    "VmbChannelPacketComplete",
+    "VmbChannelPacketDeferToPassive",
+    "VmbChannelPacketFail",
+];
+
+fn call_void(name: &str, value: usize) {
+    let p: VMBPACKET = std::ptr::without_provenance_mut(value);
+    let i: VMBPACKETCOMPLETION = std::ptr::without_provenance_mut(value);
+    // SAFETY: these exports only decode the handle (never dereference it); the completion
+    // buffer is NULL with length 0. NULL and forged values are what they must reject.
+    unsafe {
+        match name {
+            "VmbPacketFree" => VmbPacketFree(p),
+            "VmbPacketSetPointer" => VmbPacketSetPointer(p, std::ptr::null_mut()),
+            "VmbPacketSetCompletionRoutine" => VmbPacketSetCompletionRoutine(p, None),
+            "VmbChannelPacketComplete" => VmbChannelPacketComplete(i, std::ptr::null_mut(), 0),
+            "VmbChannelPacketDeferToPassive" => VmbChannelPacketDeferToPassive(i),
+            "VmbChannelPacketFail" => VmbChannelPacketFail(i),
+            _ => unreachable!("{name}"),
+        }
+    }
+}
+
+#[test]
+fn void_packet_and_completion_exports_record_null_and_forged_handles() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    s.ctx.mode.store(HOLD, Ordering::SeqCst);
+    let (sent, st) = send(&c, b"held", WAIT);
+    assert_eq!(st, STATUS_SUCCESS);
+    bus.run_until_idle();
+    let held = s.ctx.take_held();
+    assert_eq!(held.len(), 1);
+    // SAFETY: live channel.
+    let idle = unsafe { VmbPacketAllocate(c.ch) };
+    assert!(!idle.is_null());
+    let garbage = 0x1234_5670_usize;
+    let families = [
+        (&PACKET_VOIDS[..], idle.addr(), "VMBPACKET"),
+        (&COMPLETION_VOIDS[..], held[0], "VMBPACKETCOMPLETION"),
+    ];
+    for (names, live, kind) in families {
+        // A well-formed handle naming a bus id no bus has; the live handle with another
+        // generation; a channel of this bus passed as a packet handle.
+        let foreign = live | (0xF_FFFF << 36);
+        let forged = live ^ 0x8000;
+        let wrong_kind = c.ch.addr();
+        for &name in names {
+            let orphans = orphans_of(|| call_void(name, 0));
+            assert_eq!(orphans, [format!("{name}: NULL handle")]);
+            for value in [garbage, foreign] {
+                let orphans = orphans_of(|| call_void(name, value));
+                assert_eq!(
+                    orphans,
+                    [format!(
+                        "{name}: {value:#x} is not a handle of a live sim bus (forged, or its \
+                         bus was dropped)"
+                    )]
+                );
+            }
+            assert!(bus.take_violations().is_empty());
+
+            // Handles naming this live bus are charged to it, not to the orphan list.
+            let orphans = orphans_of(|| call_void(name, forged));
+            assert!(orphans.is_empty(), "{orphans:?}");
+            let v = bus.take_violations();
+            assert!(
+                v.len() == 1 && v[0].starts_with(name) && v[0].contains(&format!("stale {kind}")),
+                "{name}: {v:?}"
+            );
+            let orphans = orphans_of(|| call_void(name, wrong_kind));
+            assert!(orphans.is_empty(), "{orphans:?}");
+            let v = bus.take_violations();
+            assert_eq!(
+                v,
+                [format!(
+                    "{name}: {wrong_kind:#x} is not a {kind} (a handle of another kind, or forged)"
+                )]
+            );
+        }
+    }
+    // The real objects were never touched: complete and free them normally.
+    call_void("VmbChannelPacketComplete", held[0]);
+    bus.run_until_idle();
+    // SAFETY: both packets are live, and `sent` has completed.
+    unsafe {
+        VmbPacketFree(idle);
+        VmbPacketFree(sent);
+    }
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_SUCCESS, Vec::new())]
+    );
+    assert!(bus.take_violations().is_empty());
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
