@@ -14,7 +14,7 @@
 //! sim reads it; a pointer that is not a live sim MDL is rejected, never dereferenced. Drivers
 //! and tests reach the bytes with [`mdl_bytes`] (and [`mdl_read`] / [`mdl_write`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -39,25 +39,32 @@ struct MdlRepr {
     pfns: Vec<u64>,
 }
 
-/// Addresses of every live [`MdlRepr`].
-static LIVE: LazyLock<Mutex<HashSet<usize>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// A registered representation, kept as the pointer `register` made (with its provenance), so
+/// that a lookup by address never has to turn an integer back into a pointer.
+struct Registered(NonNull<MdlRepr>);
 
-fn live() -> MutexGuard<'static, HashSet<usize>> {
+// SAFETY: the pointer is only dereferenced by `with_repr` and freed by `unregister`, both under
+// the registry lock; the representation itself holds no thread-bound state.
+unsafe impl Send for Registered {}
+
+/// Every live [`MdlRepr`], by address.
+static LIVE: LazyLock<Mutex<HashMap<usize, Registered>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn live() -> MutexGuard<'static, HashMap<usize, Registered>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Boxes and registers a representation.
 fn register(repr: MdlRepr) -> NonNull<MdlRepr> {
     let ptr = NonNull::from(Box::leak(Box::new(repr)));
-    // CAST: the address identifies the allocation in the registry.
-    live().insert(ptr.as_ptr() as usize);
+    live().insert(ptr.addr().get(), Registered(ptr));
     ptr
 }
 
 /// Unregisters and frees a representation made by [`register`].
 fn unregister(ptr: NonNull<MdlRepr>) {
-    // CAST: as in `register`.
-    live().remove(&(ptr.as_ptr() as usize));
+    live().remove(&ptr.addr().get());
     // SAFETY:
     // - `ptr` came from `Box::leak` in `register` and is freed only here, once, by the single
     //   owner (`SimMdl` or `OwnedMdl`) whose `Drop` calls this;
@@ -69,18 +76,16 @@ fn unregister(ptr: NonNull<MdlRepr>) {
 /// be freed meanwhile.
 fn with_repr<R>(addr: usize, f: impl FnOnce(&MdlRepr) -> R) -> Option<R> {
     let guard = live();
-    if !guard.contains(&addr) {
-        return None;
-    }
-    // CAST: `addr` is the address of a registered representation.
-    let ptr = addr as *const MdlRepr;
+    // The pointer `register` stored, not `addr` cast back: it carries the allocation's
+    // provenance.
+    let ptr = guard.get(&addr)?.0;
     // SAFETY:
-    // - `addr` is registered, so it is a live `MdlRepr` made by `register`;
+    // - `ptr` is registered, so it is a live `MdlRepr` made by `register` (from `Box::leak`);
     // - the registry lock is held, and `unregister` takes it before freeing, so it stays alive
     //   for the duration of `f`;
     // - the sim never mutates a representation after registering it except `SimMdl::chain`,
     //   which also holds the registry lock.
-    let repr = unsafe { &*ptr };
+    let repr = unsafe { ptr.as_ref() };
     let r = f(repr);
     drop(guard);
     Some(r)
@@ -246,8 +251,8 @@ impl OwnedMdl {
         for mut r in reprs.into_iter().rev() {
             r.next = next;
             let p = register(r);
-            // CAST: address for the chain link.
-            next = p.as_ptr() as usize;
+            // The chain link is the registry key of its successor.
+            next = p.addr().get();
             ptrs.push(p);
         }
         ptrs.reverse();
@@ -354,7 +359,7 @@ impl SimMdl {
         // SAFETY:
         // - `repr` is live and owned by `self` (invariant); `&mut self` excludes other writers;
         // - readers only access it under the registry lock, which is held here.
-        unsafe { (*self.repr.as_ptr()).next = next.repr.as_ptr() as usize };
+        unsafe { (*self.repr.as_ptr()).next = next.repr.addr().get() };
         drop(guard);
     }
 }
@@ -369,26 +374,26 @@ impl Drop for SimMdl {
 
 /// True when `pmdl` is a live sim MDL.
 pub fn is_sim_mdl(pmdl: PMDL) -> bool {
-    // CAST: address lookup only.
-    with_repr(pmdl as usize, |r| r.magic == MDL_MAGIC).unwrap_or(false)
+    // An address lookup only: the registry supplies the pointer.
+    with_repr(pmdl.addr(), |r| r.magic == MDL_MAGIC).unwrap_or(false)
 }
 
 /// Whether the live sim MDL `pmdl` is read-only (`None` if it is not a sim MDL).
 pub fn mdl_is_read_only(pmdl: PMDL) -> Option<bool> {
-    // CAST: address lookup only.
-    with_repr(pmdl as usize, |r| r.read_only)
+    // An address lookup only: the registry supplies the pointer.
+    with_repr(pmdl.addr(), |r| r.read_only)
 }
 
 /// The page frame numbers of a PFN-built sim MDL (empty for byte MDLs).
 pub fn mdl_pfns(pmdl: PMDL) -> Option<Vec<u64>> {
-    // CAST: address lookup only.
-    with_repr(pmdl as usize, |r| r.pfns.clone())
+    // An address lookup only: the registry supplies the pointer.
+    with_repr(pmdl.addr(), |r| r.pfns.clone())
 }
 
 /// Total bytes described by the sim MDL chain at `pmdl`.
 pub fn mdl_chain_len(pmdl: PMDL) -> Option<usize> {
-    // CAST: address lookup only.
-    segments(pmdl as usize, 0, 0, false)
+    // An address lookup only: the registry supplies the pointer.
+    segments(pmdl.addr(), 0, 0, false)
         .ok()
         .map(|s| s.iter().map(|s| s.len).sum())
 }
@@ -405,8 +410,8 @@ pub fn mdl_chain_len(pmdl: PMDL) -> Option<usize> {
 ///   data until the packet is completed; for a [`SimMdl`] while it lives.
 /// * No other reference to those bytes may be used while the returned slice is alive.
 pub unsafe fn mdl_bytes<'a>(pmdl: PMDL) -> Option<&'a mut [u8]> {
-    // CAST: address lookup only.
-    let (data, len, ro) = with_repr(pmdl as usize, |r| (r.data, r.len, r.read_only))?;
+    // An address lookup only: the registry supplies the pointer.
+    let (data, len, ro) = with_repr(pmdl.addr(), |r| (r.data, r.len, r.read_only))?;
     if ro || data.is_null() {
         return None;
     }
@@ -422,8 +427,8 @@ pub unsafe fn mdl_bytes<'a>(pmdl: PMDL) -> Option<&'a mut [u8]> {
 ///
 /// The described memory must be alive and not written concurrently (see [`mdl_bytes`]).
 pub unsafe fn mdl_read(pmdl: PMDL) -> Option<Vec<u8>> {
-    // CAST: address lookup only.
-    let segs = segments(pmdl as usize, 0, 0, false).ok()?;
+    // An address lookup only: the registry supplies the pointer.
+    let segs = segments(pmdl.addr(), 0, 0, false).ok()?;
     let mut out = Vec::new();
     for s in segs {
         let p = s.ptr.cast_const();
@@ -443,8 +448,8 @@ pub unsafe fn mdl_write(pmdl: PMDL, offset: usize, data: &[u8]) -> bool {
     if mdl_is_read_only(pmdl) != Some(false) {
         return false;
     }
-    // CAST: address lookup only.
-    let Ok(segs) = segments(pmdl as usize, offset, data.len(), false) else {
+    // An address lookup only: the registry supplies the pointer.
+    let Ok(segs) = segments(pmdl.addr(), offset, data.len(), false) else {
         return false;
     };
     let mut src = data;
