@@ -52,7 +52,7 @@ fn allocate_checks_device_side_and_output() {
             STATUS_INVALID_PARAMETER_2
         );
         assert_eq!(
-            VmbChannelAllocate(0x1000 as PDEVICE_OBJECT, 0, &mut ch),
+            VmbChannelAllocate(std::ptr::without_provenance_mut(0x1000), 0, &mut ch),
             STATUS_INVALID_PARAMETER_1
         );
         assert_eq!(
@@ -290,7 +290,7 @@ fn server_init_setters_statuses() {
             STATUS_INVALID_PARAMETER_2
         );
         assert_eq!(
-            VmbServerChannelInitSetVmbusHandle(ch, 0x44 as HANDLE),
+            VmbServerChannelInitSetVmbusHandle(ch, std::ptr::without_provenance_mut(0x44)),
             STATUS_INVALID_PARAMETER_2
         );
         // Client-only setters refuse a server channel.

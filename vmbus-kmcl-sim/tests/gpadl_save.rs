@@ -186,7 +186,7 @@ fn gpadl_delete_blocks_while_mapped() {
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         // SAFETY: live channel.
-        unsafe { VmbChannelUnmapGpadl(sch as VMBCHANNEL, id) };
+        unsafe { VmbChannelUnmapGpadl(std::ptr::without_provenance_mut(sch), id) };
     });
     let t0 = std::time::Instant::now();
     // SAFETY: live channel.
@@ -380,7 +380,7 @@ fn save_and_restore_with_in_flight_packet() {
         *s2.ctx.completions.lock().unwrap(),
         [(STATUS_SUCCESS, b"thgilfni".to_vec())]
     );
-    free(&[restored[0] as VMBPACKET]);
+    free(&[std::ptr::without_provenance_mut(restored[0])]);
     teardown(&[&c2, &s2]);
     bus.assert_no_leaks();
 }

@@ -169,7 +169,11 @@ fn pause_waits_for_held_packets_to_be_completed() {
         std::thread::sleep(std::time::Duration::from_millis(50));
         // SAFETY: completing the held packet once.
         unsafe {
-            VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0)
+            VmbChannelPacketComplete(
+                std::ptr::without_provenance_mut(held[0]),
+                std::ptr::null_mut(),
+                0,
+            )
         };
     });
     let t0 = std::time::Instant::now();

@@ -98,8 +98,16 @@ fn double_free_double_completion_and_free_in_flight_are_reported() {
     let held = s.ctx.take_held();
     // SAFETY: first completion is legal, the second a deliberate misuse.
     unsafe {
-        VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0);
-        VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0);
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[0]),
+            std::ptr::null_mut(),
+            0,
+        );
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[0]),
+            std::ptr::null_mut(),
+            0,
+        );
     }
     let v = bus.take_violations();
     assert!(v.len() == 1 && v[0].contains("double completion"), "{v:?}");
@@ -123,11 +131,11 @@ fn packet_pointer_and_channel() {
     unsafe {
         let p = VmbPacketAllocate(c.ch);
         assert!(VmbPacketGetPointer(p).is_null());
-        VmbPacketSetPointer(p, 0x1234 as PVOID);
+        VmbPacketSetPointer(p, std::ptr::without_provenance_mut(0x1234));
         assert_eq!(VmbPacketGetPointer(p) as usize, 0x1234);
         assert_eq!(VmbPacketGetChannel(p), c.ch);
         VmbPacketFree(p);
-        VmbChannelSetPointer(c.ch, 0x99 as PVOID);
+        VmbChannelSetPointer(c.ch, std::ptr::without_provenance_mut(0x99));
         assert_eq!(VmbChannelGetPointer(c.ch) as usize, 0x99);
         VmbChannelSetPointer(c.ch, Arc::as_ptr(&c.ctx) as PVOID);
     }
@@ -253,7 +261,13 @@ fn transaction_quota_limits_outstanding_packets() {
     unsafe { VmbChannelSetTransactionQuota(s.ch, 1) };
     let held = s.ctx.take_held();
     // SAFETY: completing held packets once each.
-    unsafe { VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
+    unsafe {
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[0]),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
     bus.run_until_idle();
     assert_eq!(
         s.ctx.held.lock().unwrap().len(),
@@ -261,7 +275,13 @@ fn transaction_quota_limits_outstanding_packets() {
         "one still outstanding with quota 1"
     );
     // SAFETY: as above.
-    unsafe { VmbChannelPacketComplete(held[1] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
+    unsafe {
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[1]),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
     bus.run_until_idle();
     assert_eq!(s.ctx.held.lock().unwrap().len(), 1);
     s.ctx.mode.store(COMPLETE_INLINE, Ordering::SeqCst);
@@ -301,10 +321,16 @@ fn defer_outside_the_delivery_is_a_violation() {
     bus.run_until_idle();
     let held = s.ctx.take_held();
     // SAFETY: deliberate misuse after the callback returned.
-    unsafe { VmbChannelPacketDeferToPassive(held[0] as VMBPACKETCOMPLETION) };
+    unsafe { VmbChannelPacketDeferToPassive(std::ptr::without_provenance_mut(held[0])) };
     assert_eq!(bus.take_violations().len(), 1);
     // SAFETY: completing once.
-    unsafe { VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
+    unsafe {
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[0]),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
     bus.run_until_idle();
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
@@ -378,7 +404,7 @@ fn send_rules_oversize_flags_and_state() {
     // SAFETY: NULL buffer with a length.
     let st = unsafe { VmbPacketSend(p, std::ptr::null_mut(), 1, std::ptr::null_mut(), 0) };
     assert_eq!(st, STATUS_INVALID_PARAMETER_2);
-    let bogus = 0x10 as PMDL;
+    let bogus: PMDL = std::ptr::without_provenance_mut(0x10);
     // SAFETY: a pointer that is not a sim MDL is rejected, not dereferenced.
     let st = unsafe { VmbPacketSend(p, big.as_ptr() as PVOID, 1, bogus, WAIT) };
     assert_eq!(st, STATUS_INVALID_PARAMETER_4);
@@ -755,11 +781,14 @@ fn sync_request_waiting_when_the_peer_crashes_is_device_removed() {
     let b2 = Arc::clone(&bus);
     let t = std::thread::spawn(move || {
         wait_for("the request to be in flight", || {
-            b2.channel_info(ch as VMBCHANNEL).unwrap().outgoing_in_ring > 0
+            b2.channel_info(std::ptr::without_provenance_mut(ch))
+                .unwrap()
+                .outgoing_in_ring
+                > 0
                 || b2.packets_delivered() > 0
         });
         std::thread::sleep(std::time::Duration::from_millis(10));
-        assert!(b2.crash_peer_of(ch as VMBCHANNEL));
+        assert!(b2.crash_peer_of(std::ptr::without_provenance_mut(ch)));
     });
     let (st, _) = sync(c.ch, b"x", WAIT, 8, None);
     t.join().unwrap();
@@ -833,7 +862,11 @@ fn in_flight_packets_are_cancelled_when_the_channel_closes() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         // SAFETY: completing once.
         unsafe {
-            VmbChannelPacketComplete(held[0] as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0)
+            VmbChannelPacketComplete(
+                std::ptr::without_provenance_mut(held[0]),
+                std::ptr::null_mut(),
+                0,
+            )
         };
     });
     // SAFETY: live channel.
