@@ -66,8 +66,8 @@ impl Bus {
             generation: 0,
         }
         .encode();
-        // CAST: a fake device object, never dereferenced.
-        v as PDEVICE_OBJECT
+        // A fake device object, never dereferenced: a pointer without provenance.
+        crate::handle::to_ptr(v)
     }
 
     /// The fake device object of the root side: pass it to `VmbChannelAllocate` with

@@ -339,7 +339,13 @@ pub fn complete_held(e: &Ep) -> usize {
     let held = e.ctx.take_held();
     for p in &held {
         // SAFETY: each held packet is completed exactly once.
-        unsafe { VmbChannelPacketComplete(*p as VMBPACKETCOMPLETION, std::ptr::null_mut(), 0) };
+        unsafe {
+            VmbChannelPacketComplete(
+                std::ptr::without_provenance_mut(*p),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
     }
     held.len()
 }
