@@ -49,8 +49,8 @@ fn conversion_into_a_null_output_is_refused_and_reported() {
     let worker = Process::new("vmwp");
     let user = bus.open_vmbus_handle_in(&worker);
     let _thread = worker.enter();
-    // SAFETY: a NULL output is the misuse under test; the emulation checks for it.
     let status =
+        // SAFETY: a NULL output is the misuse under test; the emulation checks for it.
         unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, std::ptr::null_mut()) };
     assert_eq!(status, STATUS_INVALID_PARAMETER);
     assert_eq!(bus.leak_report().kernel_handles, 0);

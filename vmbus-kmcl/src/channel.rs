@@ -79,9 +79,9 @@ impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
     #[doc(alias = "VmbChannelAllocate")]
     pub fn allocate(parent: DeviceRef<'dev>) -> Result<Self> {
         let mut channel: VMBCHANNEL = core::ptr::null_mut();
-        // SAFETY: `parent` is a valid device object (its invariant) and `channel` a valid place
-        // for the result.
         let status =
+            // SAFETY: `parent` is a valid device object (its invariant) and `channel` a valid place
+            // for the result.
             unsafe { vmbus_kmcl_sys::VmbChannelAllocate(parent.as_raw(), 1, &mut channel) };
         if status != NtStatus::SUCCESS.to_raw() {
             return Err(Error::from_failed_call(status));

@@ -352,9 +352,9 @@ impl<'proc> UserHandle<'proc> {
     #[inline]
     pub fn to_kernel_handle(self) -> Result<KernelHandle> {
         let mut kernel: HANDLE = core::ptr::null_mut();
-        // SAFETY: `kernel` is a valid place for the result, and the thread runs in the process
-        // that owns `self.raw` (type invariant), as the conversion requires.
         let status =
+            // SAFETY: `kernel` is a valid place for the result, and the thread runs in the process
+            // that owns `self.raw` (type invariant), as the conversion requires.
             unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(self.raw, &mut kernel) };
         if status != NtStatus::SUCCESS.to_raw() {
             return Err(crate::Error::from_failed_call(status));
