@@ -10,7 +10,11 @@ use crate::status::NtStatus;
 ///
 /// # Invariants
 ///
-/// The status of [`Error::Status`] fails `NT_SUCCESS`: a success status never becomes an error.
+/// Every [`Error::Status`] this crate returns carries a status that fails `NT_SUCCESS`: a success
+/// status never becomes an error (success-class statuses a function does not document come back
+/// as [`Error::Unexpected`]). The variants are public so that drivers can match on them; a
+/// driver that builds `Error::Status` with a success status itself breaks this for its own
+/// values only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
