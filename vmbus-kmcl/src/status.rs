@@ -72,6 +72,8 @@ statuses! {
     /// `STATUS_BUFFER_OVERFLOW`: from a save, a chunk was written and more follows; from a
     /// synchronous request with a zero timeout, the ring was full and nothing was queued.
     BUFFER_OVERFLOW = 0x8000_0005,
+    /// `STATUS_UNSUCCESSFUL`: the operation failed, without a more precise reason.
+    UNSUCCESSFUL = 0xC000_0001,
     /// `STATUS_INVALID_HANDLE`: the value names no open handle of the table it was looked up in.
     INVALID_HANDLE = 0xC000_0008,
     /// `STATUS_INVALID_CID`: no process or thread has that id.
@@ -89,6 +91,9 @@ statuses! {
     OBJECT_TYPE_MISMATCH = 0xC000_0024,
     /// `STATUS_INSUFFICIENT_RESOURCES`: not enough memory or other resources.
     INSUFFICIENT_RESOURCES = 0xC000_009A,
+    /// `STATUS_NOT_SUPPORTED`: the request is not supported (for example a root-side
+    /// synchronous request that would wait).
+    NOT_SUPPORTED = 0xC000_00BB,
     /// `STATUS_INVALID_PARAMETER_1`: the first parameter is invalid (for KMCL init setters: a
     /// bad channel, or one that is no longer being initialised).
     INVALID_PARAMETER_1 = 0xC000_00EF,
