@@ -1,0 +1,132 @@
+//! Accounting of misuse: violations recorded on a bus, orphan violations no live bus can be
+//! charged with, and the leak report tests check at the end.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+/// Counts of everything a bus still holds, for leak checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeakReport {
+    /// Channels allocated and not cleaned up.
+    pub channels: usize,
+    /// Packet objects from `VmbPacketAllocate` not freed.
+    pub packets: usize,
+    /// `VmbPacketInitialize` packets still in flight.
+    pub initialized_packets_in_flight: usize,
+    /// Incoming packets delivered and never completed.
+    pub incoming_packets: usize,
+    /// GPADLs not deleted.
+    pub gpadls: usize,
+    /// GPADL mappings not unmapped.
+    pub gpadl_mappings: usize,
+    /// Kernel handles to this bus's VMBus still open (from the NT emulation).
+    pub kernel_handles: usize,
+    /// Interface references taken through this bus and not released.
+    pub interface_references: usize,
+    /// Saves begun and not ended.
+    pub save_contexts: usize,
+    /// Synchronous requests still waiting.
+    pub sync_requests: usize,
+    /// Violations recorded and not taken.
+    pub violations: Vec<String>,
+}
+
+impl LeakReport {
+    /// True when nothing is held and nothing was violated.
+    pub fn is_clean(&self) -> bool {
+        *self == LeakReport::default()
+    }
+}
+
+/// Orphan violations kept at most; later ones are counted only.
+pub(super) const ORPHAN_LIMIT: usize = 4096;
+
+/// Misuses that could not be attributed to a live bus, and how many were dropped past
+/// [`ORPHAN_LIMIT`].
+pub(super) static ORPHANS: Mutex<(Vec<String>, usize)> = Mutex::new((Vec::new(), 0));
+
+pub(super) fn orphans() -> MutexGuard<'static, (Vec<String>, usize)> {
+    ORPHANS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reports a misuse that cannot be attributed to a live bus (a NULL or garbage handle, or a
+/// handle of a bus already dropped): printed at once and kept for [`take_orphan_violations`].
+pub(crate) fn orphan_violation(msg: &str) {
+    eprintln!("vmbus-kmcl-sim: VIOLATION (no live bus): {msg}");
+    let mut o = orphans();
+    if o.0.len() < ORPHAN_LIMIT {
+        o.0.push(msg.to_string());
+    } else {
+        o.1 += 1;
+    }
+}
+
+/// The misuses recorded so far that no live bus could be charged with, oldest first, removed
+/// from the process-wide list: a NULL or garbage `VMBCHANNEL`, `VMBPACKET` or
+/// `VMBPACKETCOMPLETION` (which a void export such as `VmbChannelCleanup(NULL)` cannot report
+/// through a status), a handle of a bus already dropped, an unknown interface context.
+///
+/// A misuse whose handle names a live bus (a stale or forged handle of that bus, or a handle of
+/// the wrong kind) is recorded on that bus instead, in its [`crate::Bus::take_violations`].
+/// The list is shared by every thread of the process, so a test that asserts on it must not run
+/// concurrently with another test that takes it. At most 4096 entries are kept; a last entry
+/// says how many more were dropped.
+pub fn take_orphan_violations() -> Vec<String> {
+    let mut o = orphans();
+    let mut taken = std::mem::take(&mut o.0);
+    let dropped = std::mem::take(&mut o.1);
+    if dropped > 0 {
+        taken.push(format!(
+            "{dropped} more orphan violations dropped (limit {ORPHAN_LIMIT})"
+        ));
+    }
+    taken
+}
+
+impl BusState {
+    pub(super) fn violation(&mut self, bus: u64, msg: String) {
+        eprintln!("vmbus-kmcl-sim: bus {bus}: VIOLATION: {msg}");
+        self.violations.push(msg);
+    }
+}
+
+impl BusShared {
+    pub(super) fn violation(&self, st: &mut BusState, msg: String) {
+        st.violation(self.id, msg);
+    }
+
+    /// Records a violation from outside the engine.
+    pub(crate) fn record_violation(&self, msg: String) {
+        let mut st = self.lock();
+        self.violation(&mut st, msg);
+    }
+
+    pub(crate) fn leak_counts(&self) -> LeakReport {
+        let st = self.lock();
+        LeakReport {
+            channels: st.channels.len(),
+            packets: st
+                .packets
+                .iter()
+                .filter(|(_, p)| p.initialized_at.is_none())
+                .count(),
+            initialized_packets_in_flight: st
+                .packets
+                .iter()
+                .filter(|(_, p)| p.initialized_at.is_some() && p.state != PacketState::Idle)
+                .count(),
+            incoming_packets: st.incoming.len(),
+            gpadls: st.gpadls.len(),
+            gpadl_mappings: st.gpadls.values().filter(|g| g.mapping.is_some()).count(),
+            kernel_handles: 0,
+            interface_references: 0,
+            save_contexts: st.channels.iter().filter(|(_, c)| c.save.is_some()).count(),
+            sync_requests: st.syncs.len(),
+            violations: st.violations.clone(),
+        }
+    }
+
+    pub(crate) fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().violations)
+    }
+}
