@@ -97,6 +97,27 @@ fn inc(p: VMBPACKETCOMPLETION, what: &str) -> Option<(Arc<BusShared>, ObjRef)> {
     live(p as usize, Kind::Incoming, what)
 }
 
+/// Forwards a status-returning export to the engine: `f` on the bus and object the handle
+/// argument resolved to, or `STATUS_INVALID_PARAMETER_1` (the handle is the first parameter)
+/// when it did not resolve, which [`live`] has already recorded.
+fn forward(
+    target: Option<(Arc<BusShared>, ObjRef)>,
+    f: impl FnOnce(&BusShared, ObjRef) -> NTSTATUS,
+) -> NTSTATUS {
+    match target {
+        Some((b, r)) => f(&b, r),
+        None => STATUS_INVALID_PARAMETER_1,
+    }
+}
+
+/// Forwards a void export to the engine: `f` on the bus and object the handle argument resolved
+/// to, or nothing when it did not resolve, which [`live`] has already recorded.
+fn forward_void(target: Option<(Arc<BusShared>, ObjRef)>, f: impl FnOnce(&BusShared, ObjRef)) {
+    if let Some((b, r)) = target {
+        f(&b, r);
+    }
+}
+
 /// The bytes `buf`/`len` describe, or `Err` when `buf` is NULL with a nonzero length.
 ///
 /// # Safety
@@ -132,6 +153,34 @@ fn described(mdl: PMDL, offset: usize, len: usize, first_only: bool) -> Option<D
         .map(Described::Segments)
 }
 
+/// Writes the value of a successful engine call through `out` and returns `STATUS_SUCCESS`;
+/// returns the failing status, writing nothing, otherwise.
+///
+/// # Safety
+///
+/// `out` must be non-null and valid for a write of `T`.
+unsafe fn write_on_success<T>(out: *mut T, result: Result<T, NTSTATUS>) -> NTSTATUS {
+    match result {
+        Ok(value) => {
+            // SAFETY: the caller guarantees `out` is non-null and valid for writes.
+            unsafe { out.write(value) };
+            STATUS_SUCCESS
+        }
+        Err(s) => s,
+    }
+}
+
+/// The external data of a send: none for a NULL `mdl`, else the whole MDL chain;
+/// `STATUS_INVALID_PARAMETER_4` (the MDL is the fourth parameter) when it is not a live sim MDL.
+fn optional_external(mdl: PMDL) -> Result<Option<Described>, NTSTATUS> {
+    if mdl.is_null() {
+        return Ok(None);
+    }
+    described(mdl, 0, 0, false)
+        .map(Some)
+        .ok_or(STATUS_INVALID_PARAMETER_4)
+}
+
 // ----- Channel allocation and lifecycle -----
 
 /// `VmbChannelAllocate`: creates a disabled channel on the bus side of `ParentDeviceObject`.
@@ -162,14 +211,9 @@ pub unsafe extern "C" fn VmbChannelAllocate(
     } else {
         Side::Guest
     };
-    match bus.channel_allocate(side, IsServer != 0) {
-        Ok(h) => {
-            // SAFETY: `Channel` is non-null and the caller guarantees it is writable.
-            unsafe { Channel.write(to_ptr(h)) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = bus.channel_allocate(side, IsServer != 0).map(to_ptr);
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(Channel, result) }
 }
 
 /// `VmbChannelCleanup`: frees a disabled channel.
@@ -179,9 +223,7 @@ pub unsafe extern "C" fn VmbChannelAllocate(
 /// No pointer is dereferenced; the function is `unsafe` only to match the C ABI.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelCleanup") {
-        b.cleanup(r);
-    }
+    forward_void(chan(Channel, "VmbChannelCleanup"), |b, r| b.cleanup(r));
 }
 
 /// `VmbChannelEnable`: offers (server) or opens (client) the channel. A server whose handle
@@ -193,10 +235,7 @@ pub unsafe extern "C" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
-    match chan(Channel, "VmbChannelEnable") {
-        Some((b, r)) => b.enable(r),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbChannelEnable"), |b, r| b.enable(r))
 }
 
 /// `VmbChannelDisable`: closes or rescinds the channel, running suspend and closed.
@@ -206,9 +245,7 @@ pub unsafe extern "C" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDisable(Channel: VMBCHANNEL) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelDisable") {
-        b.disable(r);
-    }
+    forward_void(chan(Channel, "VmbChannelDisable"), |b, r| b.disable(r));
 }
 
 /// `VmbChannelPause`.
@@ -218,9 +255,7 @@ pub unsafe extern "C" fn VmbChannelDisable(Channel: VMBCHANNEL) {
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelPause(Channel: VMBCHANNEL) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelPause") {
-        b.pause(r);
-    }
+    forward_void(chan(Channel, "VmbChannelPause"), |b, r| b.pause(r));
 }
 
 /// `VmbChannelStart`.
@@ -230,9 +265,7 @@ pub unsafe extern "C" fn VmbChannelPause(Channel: VMBCHANNEL) {
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelStart(Channel: VMBCHANNEL) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelStart") {
-        b.start(r);
-    }
+    forward_void(chan(Channel, "VmbChannelStart"), |b, r| b.start(r));
 }
 
 // ----- Init setters -----
@@ -247,10 +280,10 @@ pub unsafe extern "C" fn VmbChannelInitSetClientContextSize(
     Channel: VMBCHANNEL,
     ContextSize: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbChannelInitSetClientContextSize") {
-        Some((b, r)) => b.set_client_context_size(r, ContextSize),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbChannelInitSetClientContextSize"),
+        |b, r| b.set_client_context_size(r, ContextSize),
+    )
 }
 
 /// `VmbChannelInitSetFlags`.
@@ -260,10 +293,9 @@ pub unsafe extern "C" fn VmbChannelInitSetClientContextSize(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelInitSetFlags(Channel: VMBCHANNEL, Flags: UINT32) -> NTSTATUS {
-    match chan(Channel, "VmbChannelInitSetFlags") {
-        Some((b, r)) => b.set_flags(r, Flags),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbChannelInitSetFlags"), |b, r| {
+        b.set_flags(r, Flags)
+    })
 }
 
 /// `VmbChannelInitSetFriendlyName`: the name is copied.
@@ -318,10 +350,10 @@ pub unsafe extern "C" fn VmbChannelInitSetMaximumExternalData(
     DataSize: UINT32,
     ChainLength: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbChannelInitSetMaximumExternalData") {
-        Some((b, r)) => b.set_max_external_data(r, DataSize, ChainLength),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbChannelInitSetMaximumExternalData"),
+        |b, r| b.set_max_external_data(r, DataSize, ChainLength),
+    )
 }
 
 /// `VmbChannelInitSetMaximumPacketSize`.
@@ -334,10 +366,10 @@ pub unsafe extern "C" fn VmbChannelInitSetMaximumPacketSize(
     Channel: VMBCHANNEL,
     PacketSize: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbChannelInitSetMaximumPacketSize") {
-        Some((b, r)) => b.set_max_packet_size(r, PacketSize),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbChannelInitSetMaximumPacketSize"),
+        |b, r| b.set_max_packet_size(r, PacketSize),
+    )
 }
 
 /// `VmbChannelInitSetProcessPacketCallbacks`. A NULL `ProcessPacketCallback` is refused with
@@ -352,12 +384,10 @@ pub unsafe extern "C" fn VmbChannelInitSetProcessPacketCallbacks(
     ProcessPacketCallback: PFN_VMB_CHANNEL_PROCESS_PACKET,
     ProcessingCompleteCallback: PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbChannelInitSetProcessPacketCallbacks") {
-        Some((b, r)) => {
-            b.set_process_packet_callbacks(r, ProcessPacketCallback, ProcessingCompleteCallback)
-        }
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbChannelInitSetProcessPacketCallbacks"),
+        |b, r| b.set_process_packet_callbacks(r, ProcessPacketCallback, ProcessingCompleteCallback),
+    )
 }
 
 /// `VmbChannelInitSetStateChangeCallbacks`: the table is copied; `Version` must be 1 and `Size`
@@ -409,10 +439,10 @@ pub unsafe extern "C" fn VmbClientChannelInitSetRingBufferPageCount(
     IncomingPageCount: UINT32,
     OutgoingPageCount: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbClientChannelInitSetRingBufferPageCount") {
-        Some((b, r)) => b.set_ring_pages(r, IncomingPageCount, OutgoingPageCount),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbClientChannelInitSetRingBufferPageCount"),
+        |b, r| b.set_ring_pages(r, IncomingPageCount, OutgoingPageCount),
+    )
 }
 
 /// `VmbClientChannelInitSetTargetPnp` (client only). A NULL `InterfaceType` is refused with
@@ -456,10 +486,9 @@ pub unsafe extern "C" fn VmbServerChannelInitSetFlags(
     Channel: VMBCHANNEL,
     Flags: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetFlags") {
-        Some((b, r)) => b.set_server_flags(r, Flags),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbServerChannelInitSetFlags"), |b, r| {
+        b.set_server_flags(r, Flags)
+    })
 }
 
 /// `VmbServerChannelInitSetMmioMegabytes` (server only).
@@ -473,10 +502,10 @@ pub unsafe extern "C" fn VmbServerChannelInitSetMmioMegabytes(
     MmioMegabytes: UINT16,
     MmioMegabytesOptional: UINT16,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetMmioMegabytes") {
-        Some((b, r)) => b.set_mmio(r, MmioMegabytes, MmioMegabytesOptional),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbServerChannelInitSetMmioMegabytes"),
+        |b, r| b.set_mmio(r, MmioMegabytes, MmioMegabytesOptional),
+    )
 }
 
 /// `VmbServerChannelInitSetSaveRestorePacketCallbacks` (server only). NULL callbacks are
@@ -491,10 +520,10 @@ pub unsafe extern "C" fn VmbServerChannelInitSetSaveRestorePacketCallbacks(
     SavePacketCallback: PFN_VMB_CHANNEL_SAVE_PACKET,
     RestorePacketCallback: PFN_VMB_CHANNEL_RESTORE_PACKET,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetSaveRestorePacketCallbacks") {
-        Some((b, r)) => b.set_save_restore_callbacks(r, SavePacketCallback, RestorePacketCallback),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbServerChannelInitSetSaveRestorePacketCallbacks"),
+        |b, r| b.set_save_restore_callbacks(r, SavePacketCallback, RestorePacketCallback),
+    )
 }
 
 /// `VmbServerChannelInitSetTargetInterfaceId` (server only): the offer's GUIDs, by value.
@@ -508,10 +537,10 @@ pub unsafe extern "C" fn VmbServerChannelInitSetTargetInterfaceId(
     InterfaceType: GUID,
     InterfaceInstance: GUID,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetTargetInterfaceId") {
-        Some((b, r)) => b.set_target_interface_id(r, InterfaceType, InterfaceInstance),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(
+        chan(Channel, "VmbServerChannelInitSetTargetInterfaceId"),
+        |b, r| b.set_target_interface_id(r, InterfaceType, InterfaceInstance),
+    )
 }
 
 /// `VmbServerChannelInitSetTargetVtl` (server only): VTL 0 to 2, else
@@ -525,10 +554,9 @@ pub unsafe extern "C" fn VmbServerChannelInitSetTargetVtl(
     Channel: VMBCHANNEL,
     TargetVtl: UINT8,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetTargetVtl") {
-        Some((b, r)) => b.set_target_vtl(r, TargetVtl),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbServerChannelInitSetTargetVtl"), |b, r| {
+        b.set_target_vtl(r, TargetVtl)
+    })
 }
 
 /// `VmbServerChannelInitSetVmbusHandle` (server only): `VmbusHandle` must be an open kernel
@@ -544,14 +572,14 @@ pub unsafe extern "C" fn VmbServerChannelInitSetVmbusHandle(
     Channel: VMBCHANNEL,
     VmbusHandle: HANDLE,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbServerChannelInitSetVmbusHandle") {
-        Some((b, r)) => {
+    forward(
+        chan(Channel, "VmbServerChannelInitSetVmbusHandle"),
+        |b, r| {
             let bus = crate::nt::kernel_vmbus_handle_bus(VmbusHandle);
             // CAST: the handle value is recorded for observability only.
             b.set_vmbus_handle(r, VmbusHandle as usize, bus)
-        }
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+        },
+    )
 }
 
 // ----- Channel properties -----
@@ -615,9 +643,9 @@ pub unsafe extern "C" fn VmbChannelGetPointer(Channel: VMBCHANNEL) -> PVOID {
 /// No pointer is dereferenced (the value is only stored).
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelSetPointer(Channel: VMBCHANNEL, Pointer: PVOID) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelSetPointer") {
-        b.set_pointer(r, UserPtr(Pointer));
-    }
+    forward_void(chan(Channel, "VmbChannelSetPointer"), |b, r| {
+        b.set_pointer(r, UserPtr(Pointer))
+    });
 }
 
 /// `VmbChannelSetIncomingProcessingAtPassive`.
@@ -630,9 +658,10 @@ pub unsafe extern "C" fn VmbChannelSetIncomingProcessingAtPassive(
     Channel: VMBCHANNEL,
     RequirePassive: BOOLEAN,
 ) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelSetIncomingProcessingAtPassive") {
-        b.set_passive(r, RequirePassive != 0);
-    }
+    forward_void(
+        chan(Channel, "VmbChannelSetIncomingProcessingAtPassive"),
+        |b, r| b.set_passive(r, RequirePassive != 0),
+    );
 }
 
 /// `VmbChannelSetInterruptLatency`: valid from `EvtChannelOpened` through `EvtChannelClosed`
@@ -653,14 +682,9 @@ pub unsafe extern "C" fn VmbChannelSetInterruptLatency(
     if OriginalLatency.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    match b.set_latency(r, Latency) {
-        Ok(old) => {
-            // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { OriginalLatency.write(old) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = b.set_latency(r, Latency);
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(OriginalLatency, result) }
 }
 
 /// `VmbChannelSetTransactionQuota`.
@@ -670,9 +694,9 @@ pub unsafe extern "C" fn VmbChannelSetInterruptLatency(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelSetTransactionQuota(Channel: VMBCHANNEL, Quota: UINT32) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelSetTransactionQuota") {
-        b.set_quota(r, Quota);
-    }
+    forward_void(chan(Channel, "VmbChannelSetTransactionQuota"), |b, r| {
+        b.set_quota(r, Quota)
+    });
 }
 
 /// `VmbChannelSizeofPacket`: bytes `VmbPacketInitialize` needs on this channel.
@@ -710,9 +734,7 @@ pub unsafe extern "C" fn VmbPacketAllocate(Channel: VMBCHANNEL) -> VMBPACKET {
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketFree(VmbPacket: VMBPACKET) {
-    if let Some((b, r)) = pkt(VmbPacket, "VmbPacketFree") {
-        b.packet_free(r);
-    }
+    forward_void(pkt(VmbPacket, "VmbPacketFree"), |b, r| b.packet_free(r));
 }
 
 /// `VmbPacketGetChannel`.
@@ -748,9 +770,9 @@ pub unsafe extern "C" fn VmbPacketGetPointer(PacketObject: VMBPACKET) -> PVOID {
 /// No pointer is dereferenced (the value is only stored).
 #[no_mangle]
 pub unsafe extern "C" fn VmbPacketSetPointer(PacketObject: VMBPACKET, Pointer: PVOID) {
-    if let Some((b, r)) = pkt(PacketObject, "VmbPacketSetPointer") {
-        b.packet_set_pointer(r, UserPtr(Pointer));
-    }
+    forward_void(pkt(PacketObject, "VmbPacketSetPointer"), |b, r| {
+        b.packet_set_pointer(r, UserPtr(Pointer))
+    });
 }
 
 /// `VmbPacketSetCompletionRoutine`.
@@ -763,9 +785,10 @@ pub unsafe extern "C" fn VmbPacketSetCompletionRoutine(
     PacketObject: VMBPACKET,
     CompletionRoutine: PFN_VMB_PACKET_COMPLETION_ROUTINE,
 ) {
-    if let Some((b, r)) = pkt(PacketObject, "VmbPacketSetCompletionRoutine") {
-        b.packet_set_routine(r, CompletionRoutine);
-    }
+    forward_void(
+        pkt(PacketObject, "VmbPacketSetCompletionRoutine"),
+        |b, r| b.packet_set_routine(r, CompletionRoutine),
+    );
 }
 
 /// `VmbPacketInitialize`: makes caller memory a packet object. The sim never writes that
@@ -781,10 +804,9 @@ pub unsafe extern "C" fn VmbPacketInitialize(
     VmbPacket: VMBPACKET,
     ByteCount: UINT32,
 ) -> NTSTATUS {
-    match chan(Channel, "VmbPacketInitialize") {
-        Some((b, r)) => b.packet_initialize(r, UserPtr(VmbPacket.cast()), ByteCount),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbPacketInitialize"), |b, r| {
+        b.packet_initialize(r, UserPtr(VmbPacket.cast()), ByteCount)
+    })
 }
 
 /// `VmbPacketSend`. The inline buffer is copied at once; the external MDL (a [`crate::SimMdl`]
@@ -809,13 +831,9 @@ pub unsafe extern "C" fn VmbPacketSend(
     let Ok(data) = (unsafe { bytes(Buffer, BufferLength) }) else {
         return STATUS_INVALID_PARAMETER_2;
     };
-    let ext = if ExternalDataMdl.is_null() {
-        None
-    } else {
-        match described(ExternalDataMdl, 0, 0, false) {
-            Some(d) => Some(d),
-            None => return STATUS_INVALID_PARAMETER_4,
-        }
+    let ext = match optional_external(ExternalDataMdl) {
+        Ok(ext) => ext,
+        Err(s) => return s,
     };
     b.packet_send(r, data, ext, Flags, false)
 }
@@ -945,9 +963,10 @@ pub unsafe extern "C" fn VmbChannelPacketComplete(
 pub unsafe extern "C" fn VmbChannelPacketDeferToPassive(
     PacketCompletionContext: VMBPACKETCOMPLETION,
 ) {
-    if let Some((b, r)) = inc(PacketCompletionContext, "VmbChannelPacketDeferToPassive") {
-        b.defer_to_passive(r);
-    }
+    forward_void(
+        inc(PacketCompletionContext, "VmbChannelPacketDeferToPassive"),
+        |b, r| b.defer_to_passive(r),
+    );
 }
 
 /// `VmbChannelPacketFail`: finishes the packet (the sender's transaction completes with
@@ -959,9 +978,10 @@ pub unsafe extern "C" fn VmbChannelPacketDeferToPassive(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelPacketFail(PacketCompletionContext: VMBPACKETCOMPLETION) {
-    if let Some((b, r)) = inc(PacketCompletionContext, "VmbChannelPacketFail") {
-        b.packet_fail(r);
-    }
+    forward_void(
+        inc(PacketCompletionContext, "VmbChannelPacketFail"),
+        |b, r| b.packet_fail(r),
+    );
 }
 
 /// `VmbChannelPacketGetExternalData`: an MDL aliasing the sender's external data, valid until
@@ -982,14 +1002,9 @@ pub unsafe extern "C" fn VmbChannelPacketGetExternalData(
     if Mdl.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    match b.external_data(r, Flags) {
-        Ok(m) => {
-            // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { Mdl.write(m) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = b.external_data(r, Flags);
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(Mdl, result) }
 }
 
 /// `VmbChannelSendSynchronousRequest`. `*CompletionBufferSize` must be a multiple of 8
@@ -1020,13 +1035,9 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let Ok(data) = (unsafe { bytes(Buffer, BufferSize) }) else {
         return STATUS_INVALID_PARAMETER_2;
     };
-    let ext = if ExternalDataMdl.is_null() {
-        None
-    } else {
-        match described(ExternalDataMdl, 0, 0, false) {
-            Some(d) => Some(d),
-            None => return STATUS_INVALID_PARAMETER_4,
-        }
+    let ext = match optional_external(ExternalDataMdl) {
+        Ok(ext) => ext,
+        Err(s) => return s,
     };
     let capacity = if CompletionBufferSize.is_null() {
         0
@@ -1098,14 +1109,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
         ptr: Buffer.cast::<u8>(),
         len: ByteCount as usize,
     };
-    match b.gpadl_create(r, Flags, Described::Segments(vec![seg])) {
-        Ok(id) => {
-            // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { GpadlHandle.write(id) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = b.gpadl_create(r, Flags, Described::Segments(vec![seg]));
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(GpadlHandle, result) }
 }
 
 /// `VmbChannelCreateGpadlFromMdl` (client, open channel): a window of a sim MDL chain
@@ -1140,14 +1146,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     if d.byte_len() == 0 {
         return STATUS_INVALID_PARAMETER_5;
     }
-    match b.gpadl_create(r, Flags, d) {
-        Ok(id) => {
-            // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { GpadlHandle.write(id) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = b.gpadl_create(r, Flags, d);
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(GpadlHandle, result) }
 }
 
 /// `VmbChannelDeleteGpadl`: blocks while the server has the GPADL mapped (up to the bus's
@@ -1158,9 +1159,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelDeleteGpadl") {
-        b.gpadl_delete(r, GpadlHandle);
-    }
+    forward_void(chan(Channel, "VmbChannelDeleteGpadl"), |b, r| {
+        b.gpadl_delete(r, GpadlHandle)
+    });
 }
 
 /// `VmbChannelMapGpadl` (server): an MDL aliasing the client's GPADL memory. Unknown GPADL:
@@ -1183,14 +1184,9 @@ pub unsafe extern "C" fn VmbChannelMapGpadl(
     if Mdl.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    match b.gpadl_map(r, Flags, GpadlHandle) {
-        Ok(m) => {
-            // SAFETY: non-null, and the caller guarantees it is writable.
-            unsafe { Mdl.write(m) };
-            STATUS_SUCCESS
-        }
-        Err(s) => s,
-    }
+    let result = b.gpadl_map(r, Flags, GpadlHandle);
+    // SAFETY: non-null (checked above), and the caller guarantees it is writable.
+    unsafe { write_on_success(Mdl, result) }
 }
 
 /// `VmbChannelUnmapGpadl` (server).
@@ -1200,9 +1196,9 @@ pub unsafe extern "C" fn VmbChannelMapGpadl(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelUnmapGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelUnmapGpadl") {
-        b.gpadl_unmap(r, GpadlHandle);
-    }
+    forward_void(chan(Channel, "VmbChannelUnmapGpadl"), |b, r| {
+        b.gpadl_unmap(r, GpadlHandle)
+    });
 }
 
 // ----- Save and restore -----
@@ -1214,10 +1210,7 @@ pub unsafe extern "C" fn VmbChannelUnmapGpadl(Channel: VMBCHANNEL, GpadlHandle: 
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelSaveBegin(Channel: VMBCHANNEL) -> NTSTATUS {
-    match chan(Channel, "VmbChannelSaveBegin") {
-        Some((b, r)) => b.save_begin(r),
-        None => STATUS_INVALID_PARAMETER_1,
-    }
+    forward(chan(Channel, "VmbChannelSaveBegin"), |b, r| b.save_begin(r))
 }
 
 /// `VmbChannelSaveContinue` (server): one self-describing chunk per call.
@@ -1262,9 +1255,7 @@ pub unsafe extern "C" fn VmbChannelSaveContinue(
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelSaveEnd(Channel: VMBCHANNEL) {
-    if let Some((b, r)) = chan(Channel, "VmbChannelSaveEnd") {
-        b.save_end(r);
-    }
+    forward_void(chan(Channel, "VmbChannelSaveEnd"), |b, r| b.save_end(r));
 }
 
 /// `VmbChannelRestoreFromBuffer` (server, disabled channel): one whole chunk per call. A chunk
