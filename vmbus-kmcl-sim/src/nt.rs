@@ -12,8 +12,9 @@
 //!   another one, which models a dispatch routine running in the requesting process's thread)
 //!   and a stack of attached processes (`KeStackAttachProcess`). The current process
 //!   (`IoGetCurrentProcess`) is the innermost attached process, else the own process.
-//! * User handle values are unique across processes, so a handle used in the wrong process is
-//!   reported as invalid instead of silently naming another object.
+//! * User handle values are unique across processes by default, so a handle used in the wrong
+//!   process is reported as invalid; [`Process::with_windows_handle_numbering`] numbers each
+//!   table from 4 as Windows does, where the same value silently names another object.
 //! * Kernel handles live in one global table, each tagged with the bus it refers to so that a
 //!   bus can account for the handles converted from it.
 //!
@@ -47,7 +48,8 @@ pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as NTSTATUS;
 
 /// Kernel handles have the top bit set, as on 64-bit Windows.
 const KERNEL_HANDLE_BASE: usize = 0xFFFF_FFFF_8000_0000;
-/// Each process's user handles start at `id * USER_HANDLE_STRIDE`, so values never collide.
+/// By default each process's user handles start at `id * USER_HANDLE_STRIDE`, so values never
+/// collide (see [`Process::with_windows_handle_numbering`] for the other way).
 const USER_HANDLE_STRIDE: usize = 0x10_0000;
 /// Marks a `KAPC_STATE` filled by this emulation.
 const APC_STATE_MAGIC: u64 = 0x5641_5043_5349_4d21;
@@ -84,6 +86,8 @@ pub enum Violation {
 struct ProcessInner {
     id: u64,
     name: String,
+    /// The first user handle value is `handle_base + 4`.
+    handle_base: usize,
     handles: Mutex<HashMap<usize, Object>>,
     next_handle: AtomicU64,
     lookups: AtomicU64,
@@ -154,12 +158,28 @@ fn handle_value(n: usize) -> HANDLE {
 }
 
 impl Process {
-    /// Creates a process; `name` only shows in debug output.
+    /// Creates a process; `name` only shows in debug output. Its handle values are unique
+    /// across processes, so a value used in the wrong process names nothing there.
     pub fn new(name: &str) -> Self {
+        Self::create(name, None)
+    }
+
+    /// Creates a process whose handle values start at 4, as on Windows, where every process
+    /// numbers its own table: two such processes hand out the same values for different
+    /// objects. Use it to show what a handle used in the wrong process does there (it may name
+    /// another VM's VMBus).
+    pub fn with_windows_handle_numbering(name: &str) -> Self {
+        Self::create(name, Some(0))
+    }
+
+    fn create(name: &str, handle_base: Option<usize>) -> Self {
         let id = NEXT_PROCESS_ID.fetch_add(4, Ordering::Relaxed);
+        // CAST: process ids are small.
+        let handle_base = handle_base.unwrap_or(id as usize * USER_HANDLE_STRIDE);
         let process = Self(Arc::new(ProcessInner {
             id,
             name: name.to_owned(),
+            handle_base,
             handles: Mutex::default(),
             next_handle: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
@@ -189,7 +209,7 @@ impl Process {
     pub fn open_handle(&self, object: Object) -> HANDLE {
         let index = self.0.next_handle.fetch_add(1, Ordering::Relaxed);
         // CAST: a process opens far fewer than 2^18 handles in a test.
-        let value = self.user_handle_base() + 4 * (index as usize + 1);
+        let value = self.0.handle_base + 4 * (index as usize + 1);
         lock(&self.0.handles).insert(value, object);
         handle_value(value)
     }
@@ -223,11 +243,6 @@ impl Process {
     /// References taken by `PsLookupProcessByProcessId` and not yet dropped.
     pub fn outstanding_references(&self) -> u64 {
         self.0.lookups.load(Ordering::Relaxed)
-    }
-
-    fn user_handle_base(&self) -> usize {
-        // CAST: process ids are small.
-        self.0.id as usize * USER_HANDLE_STRIDE
     }
 
     fn lookup(&self, handle: HANDLE) -> Option<Object> {

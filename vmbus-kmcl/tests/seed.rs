@@ -211,3 +211,28 @@ fn raw_id(process: &Process) -> ProcessId {
             .cast(),
     )
 }
+
+/// Why the process context matters: with Windows' per-process numbering, the worker's handle
+/// value exists in another VM's worker too, and converting it there yields a kernel handle to
+/// the OTHER VM's VMBus. KMCL cannot tell; only running in the right process can. The types make
+/// the right process the only one safe code can convert in (given `with_current_process` is
+/// called from the requestor's thread).
+#[test]
+fn the_same_value_in_another_process_names_another_vm() {
+    let vm_a = fresh_bus_id();
+    let vm_b = fresh_bus_id();
+    let worker_a = Process::with_windows_handle_numbering("vmwp A");
+    let worker_b = Process::with_windows_handle_numbering("vmwp B");
+    let raw_a = worker_a.open_vmbus_handle(vm_a);
+    let raw_b = worker_b.open_vmbus_handle(vm_b);
+    assert_eq!(raw_a, raw_b, "both tables start at the same value");
+
+    let convert_in = |process: &Process| {
+        let _thread = process.enter();
+        with_current_process(|cx| UserHandle::new(raw_a, cx).to_kernel_handle()).unwrap()
+    };
+    let right = convert_in(&worker_a);
+    let wrong = convert_in(&worker_b);
+    assert_eq!(nt::kernel_vmbus_handle_bus(right.as_raw()), Some(vm_a));
+    assert_eq!(nt::kernel_vmbus_handle_bus(wrong.as_raw()), Some(vm_b));
+}
