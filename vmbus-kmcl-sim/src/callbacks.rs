@@ -265,10 +265,8 @@ pub(crate) fn run(call: Call) -> (NTSTATUS, u32) {
             // - `f` was registered with `VmbServerChannelInitSetSaveRestorePacketCallbacks`
             //   (validity promised by its caller);
             // - both buffers are engine-owned and alive for the call.
-            (
-                unsafe { f(ch(channel), lib.cast(), lib_len, save.cast(), save_len) },
-                0,
-            )
+            let status = unsafe { f(ch(channel), lib.cast(), lib_len, save.cast(), save_len) };
+            (status, 0)
         }
         Call::PnpFailure(Some(f), c, status) => {
             let _irql = IrqlGuard::raise(PASSIVE_LEVEL);

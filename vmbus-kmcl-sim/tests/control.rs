@@ -528,14 +528,14 @@ fn interface_tables_are_complete_and_reference_counted() {
     }
     assert_eq!(interface_reference_count(ctx), Some(0));
     // Every slot is filled: the table is 41 non-null pointers after the header.
-    // SAFETY: reading the table's bytes as pointer-sized words; it is plain data.
     let words: &[usize; 45] =
+        // SAFETY: reading the table's bytes as pointer-sized words; it is plain data.
         unsafe { &*(&t as *const KMCL_CLIENT_INTERFACE_V1 as *const [usize; 45]) };
     assert!(words[4..].iter().all(|w| *w != 0));
     let s = vmbus_kmcl_sim::server_interface();
     assert_eq!(s.ClientMethods.InterfaceHeader.Size as usize, 472);
-    // SAFETY: as above, 59 words.
     let words: &[usize; 59] =
+        // SAFETY: as above, 59 words.
         unsafe { &*(&s as *const KMCL_SERVER_INTERFACE_V1 as *const [usize; 59]) };
     assert!(words[4..].iter().all(|w| *w != 0));
     // SAFETY: releasing the table's reference.

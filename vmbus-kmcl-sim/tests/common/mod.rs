@@ -217,7 +217,16 @@ pub fn server(bus: &Bus) -> Ep {
             VmbServerChannelInitSetTargetInterfaceId(ch, guid(TYPE), guid(INSTANCE)),
             0
         );
-        let mut cbs = callbacks();
+    }
+    register_recording_driver(ch, ctx)
+}
+
+/// Registers the recording driver's callbacks and context on a freshly allocated channel.
+fn register_recording_driver(ch: VMBCHANNEL, ctx: Arc<Ctx>) -> Ep {
+    let mut cbs = callbacks();
+    // SAFETY: `ch` is a live channel in its init phase; `cbs` outlives the call (the sim copies
+    // the table); the context pointer stays valid while `Ep` holds the `Arc`.
+    unsafe {
         assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), 0);
         assert_eq!(
             VmbChannelInitSetProcessPacketCallbacks(
@@ -244,19 +253,8 @@ pub fn client(bus: &Bus) -> Ep {
             VmbClientChannelInitSetTargetPnp(ch, &ty, std::ptr::null(), None),
             0
         );
-        let mut cbs = callbacks();
-        assert_eq!(VmbChannelInitSetStateChangeCallbacks(ch, &mut cbs), 0);
-        assert_eq!(
-            VmbChannelInitSetProcessPacketCallbacks(
-                ch,
-                Some(process_packet),
-                Some(processing_complete)
-            ),
-            0
-        );
-        VmbChannelSetPointer(ch, Arc::as_ptr(&ctx) as PVOID);
     }
-    Ep { ch, ctx }
+    register_recording_driver(ch, ctx)
 }
 
 /// A server and a client, enabled, started and open.
