@@ -40,6 +40,18 @@ pub enum Error {
         /// The smallest value accepted.
         minimum: u32,
     },
+    /// A queried KMCL interface table has no entry (a NULL pointer) for this function.
+    #[error("the KMCL interface table has no entry for {0}")]
+    MissingTableEntry(crate::dispatch::KmclFunction),
+    /// A queried KMCL interface table's header names a size smaller than the table this crate
+    /// was built for, or another version.
+    #[error("the KMCL interface table has size {size} and version {version}")]
+    InterfaceTableMismatch {
+        /// The `Size` field of the table's `INTERFACE` header.
+        size: u16,
+        /// The `Version` field of the table's `INTERFACE` header.
+        version: u16,
+    },
 }
 
 impl Error {
@@ -55,14 +67,18 @@ impl Error {
         }
     }
 
-    /// The status a driver would report for this error: the status the call returned, or
-    /// `STATUS_INVALID_PARAMETER` for inputs the wrapper rejected.
+    /// The status a driver would report for this error: the status the call returned,
+    /// `STATUS_INVALID_PARAMETER` for inputs the wrapper rejected, or `STATUS_NOT_SUPPORTED`
+    /// for an interface table the wrapper cannot use.
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
             Self::LengthNotMultipleOf8 { .. }
             | Self::LengthTooLarge
             | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
+            Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
+                NtStatus::NOT_SUPPORTED
+            }
         }
     }
 }

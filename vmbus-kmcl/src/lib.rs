@@ -5,6 +5,10 @@
 //! packets, share memory and save/restore channel state. This crate wraps the raw declarations
 //! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types:
 //!
+//! * [`dispatch`]: every call reaches KMCL through one trait, either through the direct
+//!   exports (`dispatch::Linked`, with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
+//!   sim) or through a queried interface table ([`dispatch::ClientInterface`],
+//!   [`dispatch::ServerInterface`]), which needs no link dependency at all.
 //! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not
 //!   finished yet" are values of the functions that return them, never errors.
 //! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
@@ -52,6 +56,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod channel;
+pub mod dispatch;
 mod error;
 mod handle;
 mod process;
