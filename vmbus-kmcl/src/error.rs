@@ -52,6 +52,26 @@ pub enum Error {
         /// The `Version` field of the table's `INTERFACE` header.
         version: u16,
     },
+    /// A channel was to be allocated through an interface table of another KMCL than the
+    /// tables already in use (its `VmbChannelGetPointer` entry differs); see
+    /// `dispatch::ChannelBackend`.
+    #[error("the interface table belongs to another KMCL than the tables in use")]
+    TableOfAnotherKmcl,
+    /// `VmbServerChannelInitSetMmioMegabytes` with both sizes 0.
+    #[error("the required and the optional MMIO sizes are both 0")]
+    MmioBothZero,
+    /// A Virtual Trust Level outside 0 to 2, the levels Hyper-V defines.
+    #[error("VTL {vtl} does not exist (Hyper-V defines VTL 0 to 2)")]
+    InvalidVtl {
+        /// The rejected level.
+        vtl: u8,
+    },
+    /// Flag bits that KMCL does not define for this setter.
+    #[error("undefined flag bits {bits:#x}")]
+    UndefinedFlags {
+        /// The undefined bits.
+        bits: u32,
+    },
 }
 
 impl Error {
@@ -76,8 +96,11 @@ impl Error {
             Self::LengthNotMultipleOf8 { .. }
             | Self::LengthTooLarge
             | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
-            Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
-                NtStatus::NOT_SUPPORTED
+            Self::MissingTableEntry(_)
+            | Self::InterfaceTableMismatch { .. }
+            | Self::TableOfAnotherKmcl => NtStatus::NOT_SUPPORTED,
+            Self::MmioBothZero | Self::InvalidVtl { .. } | Self::UndefinedFlags { .. } => {
+                NtStatus::INVALID_PARAMETER
             }
         }
     }
