@@ -51,37 +51,42 @@ impl DeviceRef<'_> {
 /// A server channel in its initialisation phase (allocated, not yet enabled).
 ///
 /// `'dev` is the lifetime of the parent device object, which the channel must not outlive.
-/// `'h` is the lifetime of the kernel handle given to
-/// [`set_vmbus_handle`](Self::set_vmbus_handle): the channel borrows it, so the handle stays
-/// open as long as the channel may use it.
+///
+/// The channel owns the kernel handle given to [`set_vmbus_handle`](Self::set_vmbus_handle):
+/// a device extension can hold the channel without also holding (and borrowing from) the
+/// handle, and since the handle moved in, no code can close it while the channel lives.
 ///
 /// Dropping it frees the channel (`VmbChannelCleanup`; a channel that was never enabled is
-/// disabled). PASSIVE_LEVEL.
+/// disabled) and *then* closes the kernel handle (`ZwClose`), so the handle outlives every use
+/// KMCL can make of it. PASSIVE_LEVEL (see [`crate::irql`]).
 ///
 /// # Invariants
 ///
 /// Owns a server channel allocated by `VmbChannelAllocate` for a device that outlives it; the
-/// channel has not been enabled and is cleaned up exactly once, on drop.
+/// channel has not been enabled and is cleaned up exactly once, on drop, before `vmbus_handle`
+/// is closed.
 #[derive(Debug)]
-pub struct ServerChannelInit<'dev, 'h> {
+pub struct ServerChannelInit<'dev> {
     channel: NonNull<vmbus_kmcl_sys::VMBCHANNEL__>,
+    /// Dropped after `Drop::drop` has cleaned up the channel (fields drop after the body).
+    vmbus_handle: Option<KernelHandle>,
     _device: PhantomData<DeviceRef<'dev>>,
-    _handle: PhantomData<&'h KernelHandle>,
 }
 
-impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
+impl<'dev> ServerChannelInit<'dev> {
     /// Allocates a server channel (`VmbChannelAllocate` with `IsServer` TRUE) for `parent`.
-    /// PASSIVE_LEVEL.
+    /// PASSIVE_LEVEL (checked).
     ///
     /// # Errors
     ///
-    /// The failing status of `VmbChannelAllocate`.
+    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; the failing status of `VmbChannelAllocate`.
     #[doc(alias = "VmbChannelAllocate")]
     pub fn allocate(parent: DeviceRef<'dev>) -> Result<Self> {
+        crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL)?;
         let mut channel: VMBCHANNEL = core::ptr::null_mut();
         let status =
-            // SAFETY: `parent` is a valid device object (its invariant) and `channel` a valid place
-            // for the result.
+            // SAFETY: `parent` is a valid device object (its invariant), `channel` a valid place
+            // for the result, and the IRQL is PASSIVE_LEVEL (checked above).
             unsafe { vmbus_kmcl_sys::VmbChannelAllocate(parent.as_raw(), 1, &mut channel) };
         if status != NtStatus::SUCCESS.to_raw() {
             return Err(Error::from_failed_call(status));
@@ -93,8 +98,8 @@ impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
         // outlives it (`'dev`).
         Ok(Self {
             channel,
+            vmbus_handle: None,
             _device: PhantomData,
-            _handle: PhantomData,
         })
     }
 
@@ -107,11 +112,14 @@ impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
     }
 
     /// Binds the channel to the VM whose VMBus `handle` names
-    /// (`VmbServerChannelInitSetVmbusHandle`). Any thread context.
+    /// (`VmbServerChannelInitSetVmbusHandle`) and takes ownership of the handle. Any thread
+    /// context.
     ///
-    /// The handle stays owned by the caller, who closes it (by dropping it) after the channel is
-    /// gone: KMCL does not document whether it takes its own reference, so the channel borrows
-    /// the handle for its whole life.
+    /// KMCL does not document whether it takes its own reference, so the channel keeps the
+    /// handle open until after its `VmbChannelCleanup`. When the call fails, KMCL did not take
+    /// the handle, and it is closed at once. Set the handle once: a second successful call
+    /// closes the handle of the first, and KMCL does not document whether it still uses a
+    /// replaced handle.
     ///
     /// # Errors
     ///
@@ -119,19 +127,33 @@ impl<'dev, 'h> ServerChannelInit<'dev, 'h> {
     /// `STATUS_INVALID_PARAMETER_2` for a handle that names no VMBus).
     #[doc(alias = "VmbServerChannelInitSetVmbusHandle")]
     #[inline]
-    pub fn set_vmbus_handle(&mut self, handle: &'h KernelHandle) -> Result<()> {
+    pub fn set_vmbus_handle(&mut self, handle: KernelHandle) -> Result<()> {
         // SAFETY: the channel is a live server channel in its init phase (type invariant) and the
-        // handle is an open kernel handle that outlives the channel (`'h`).
+        // handle is an open kernel handle that the channel keeps open until after its cleanup
+        // (stored below on success).
         to_result(unsafe {
             vmbus_kmcl_sys::VmbServerChannelInitSetVmbusHandle(self.as_raw(), handle.as_raw())
-        })
+        })?;
+        self.vmbus_handle = Some(handle);
+        Ok(())
+    }
+
+    /// The kernel handle the channel was bound to, if [`set_vmbus_handle`](Self::set_vmbus_handle)
+    /// succeeded; it stays owned by the channel.
+    pub fn vmbus_handle(&self) -> Option<&KernelHandle> {
+        self.vmbus_handle.as_ref()
     }
 }
 
-impl Drop for ServerChannelInit<'_, '_> {
-    /// Frees the channel (`VmbChannelCleanup`). PASSIVE_LEVEL.
+impl Drop for ServerChannelInit<'_> {
+    /// Frees the channel (`VmbChannelCleanup`), then closes its kernel handle (the field drops
+    /// after this body). PASSIVE_LEVEL (a debug assertion checks it).
     #[doc(alias = "VmbChannelCleanup")]
     fn drop(&mut self) {
+        debug_assert!(
+            crate::irql::current() == crate::irql::PASSIVE_LEVEL,
+            "vmbus-kmcl: a channel cleaned up above PASSIVE_LEVEL"
+        );
         // SAFETY: the channel was allocated and never enabled, so it is disabled, and this is
         // its single cleanup (type invariant).
         unsafe { vmbus_kmcl_sys::VmbChannelCleanup(self.as_raw()) };

@@ -7,24 +7,19 @@
 #![no_std]
 #![no_main]
 
-use vmbus_kmcl::{
-    with_current_process, DeviceRef, KernelHandle, NtStatus, Result, ServerChannelInit, UserHandle,
-};
+use vmbus_kmcl::{DeviceRef, KernelHandle, NtStatus, Request, Result, ServerChannelInit};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PVOID};
 
-/// Converts the VMBus handle the worker process sent in an IOCTL (dispatch routine, worker's
-/// thread, PASSIVE_LEVEL).
+/// Converts the VMBus handle the worker process sent in an IOCTL: called by the dispatch
+/// routine with the IRP it received; the request checks that it runs in the worker's thread.
 #[inline(never)]
-pub fn vmbus_handle_from_worker(raw: HANDLE) -> Result<KernelHandle> {
-    with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+pub fn vmbus_handle_from_worker(request: &Request<'_>, raw: HANDLE) -> Result<KernelHandle> {
+    request.convert_vmbus_handle(raw)
 }
 
-/// Allocates a server channel and points it at the worker's VM.
+/// Allocates a server channel and points it at the worker's VM; the channel owns the handle.
 #[inline(never)]
-pub fn bind_channel<'d, 'h>(
-    device: DeviceRef<'d>,
-    vm: &'h KernelHandle,
-) -> Result<ServerChannelInit<'d, 'h>> {
+pub fn bind_channel(device: DeviceRef<'_>, vm: KernelHandle) -> Result<ServerChannelInit<'_>> {
     let mut channel = ServerChannelInit::allocate(device)?;
     channel.set_vmbus_handle(vm)?;
     Ok(channel)
@@ -40,13 +35,15 @@ pub fn bind_channel<'d, 'h>(
 pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: PVOID) -> NTSTATUS {
     if driver_object.is_null() {
         // Never true when the I/O manager calls us; keeps the code reachable for the linker.
-        let kernel = match vmbus_handle_from_worker(driver_object) {
+        // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
+        let request = unsafe { Request::from_raw(core::ptr::NonNull::dangling()) };
+        let kernel = match vmbus_handle_from_worker(&request, driver_object) {
             Ok(kernel) => kernel,
             Err(error) => return error.status().into(),
         };
         // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
         let device = unsafe { DeviceRef::from_raw(core::ptr::NonNull::dangling()) };
-        return match bind_channel(device, &kernel) {
+        return match bind_channel(device, kernel) {
             Ok(_channel) => NtStatus::SUCCESS.into(),
             Err(error) => error.status().into(),
         };

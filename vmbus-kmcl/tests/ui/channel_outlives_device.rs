@@ -1,7 +1,7 @@
 // A server channel cannot outlive the device object it was allocated for.
 use vmbus_kmcl::{DeviceRef, ServerChannelInit};
 
-fn outlive<'dev>(device: DeviceRef<'dev>) -> ServerChannelInit<'static, 'static> {
+fn outlive<'dev>(device: DeviceRef<'dev>) -> ServerChannelInit<'static> {
     ServerChannelInit::allocate(device).unwrap()
 }
 
