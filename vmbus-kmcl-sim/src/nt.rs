@@ -355,6 +355,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A user thread of a process inside the kernel (see [`Process::enter`]); leaves it when
 /// dropped. `!Send`: a thread does not move.
+///
+/// ```compile_fail,E0277
+/// use vmbus_kmcl_sim::nt::Process;
+///
+/// let guard = Process::new("vmwp").enter();
+/// std::thread::spawn(move || drop(guard));
+/// ```
 #[must_use = "the process is left when the guard drops"]
 pub struct EnterGuard {
     id: u64,
