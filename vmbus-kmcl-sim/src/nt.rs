@@ -15,8 +15,12 @@
 //!   current process (`IoGetCurrentProcess`) is the innermost attached process, else the own
 //!   process. A thread that entered no process is a system thread (previous mode `KernelMode`).
 //! * An [`Irp`] is an I/O request issued by the current thread: `IoGetRequestorProcess` returns
-//!   the process that thread was in when it issued it. Handing the `Irp` to another thread
-//!   models a driver that pends the request and handles it on a worker thread.
+//!   the process that thread runs in at the time of the call (its attached process, if any, as
+//!   since Windows Vista). Handing the `Irp` to another thread models a driver that pends the
+//!   request and handles it on a worker thread.
+//! * `PsGetCurrentProcessId` is the id of the thread's own process, also while it is attached
+//!   (the `IoGetCurrentProcess` reference page tells the two apart this way);
+//!   `PsGetProcessId(IoGetCurrentProcess())` is the id of the process it is attached to.
 //! * Driver callbacks run as the system does: in the System process, with an empty attach
 //!   stack and previous mode `KernelMode`, whatever the pumping thread has entered.
 //! * User handle values are unique across processes by default (the process id is in the
@@ -166,8 +170,19 @@ struct Kernel {
     /// Each violation with the bus it concerns, when one is known, and the thread that
     /// committed it.
     violations: Vec<(Option<u64>, u64, Violation)>,
-    /// Live IRPs: their address, and the process their issuing thread was in.
-    irps: HashMap<usize, Process>,
+    /// Live IRPs: their address, and the simulated thread that issued them.
+    irps: HashMap<usize, u64>,
+    /// The current process of each simulated thread, published on every change, so that
+    /// `IoGetRequestorProcess` can read another thread's.
+    thread_processes: HashMap<u64, Process>,
+}
+
+/// Publishes the current thread's current process (see `Kernel::thread_processes`).
+fn publish_current_process() {
+    let current = current_process();
+    kernel()
+        .thread_processes
+        .insert(current_thread_id(), current);
 }
 
 fn kernel() -> MutexGuard<'static, Kernel> {
@@ -285,6 +300,7 @@ impl Process {
         if already {
             record(&mut kernel(), None, Violation::EnterWhileEntered);
         }
+        publish_current_process();
         EnterGuard {
             id,
             _not_send: std::marker::PhantomData,
@@ -387,6 +403,7 @@ impl Drop for EnterGuard {
         if !in_order {
             record(&mut kernel(), None, Violation::EnterGuardOutOfOrder);
         }
+        publish_current_process();
     }
 }
 
@@ -400,15 +417,15 @@ pub struct Irp {
 }
 
 impl Irp {
-    /// Issues a request from the current thread: its requestor is the process the thread runs in
-    /// now (its attached process, if any). From a thread that entered no process, that is the
-    /// System process, as for a request a kernel component built itself.
+    /// Issues a request from the current thread: its requestor is the process that thread runs
+    /// in (its attached process, if any), read when asked. From a thread that entered no
+    /// process, that is the System process, as for a request a kernel component built itself.
     pub fn issue() -> Irp {
         let irp = Irp {
             storage: Box::new(0),
         };
-        let requestor = current_process();
-        kernel().irps.insert(irp.addr(), requestor);
+        publish_current_process();
+        kernel().irps.insert(irp.addr(), current_thread_id());
         irp
     }
 
@@ -423,10 +440,19 @@ impl Irp {
             .cast_mut()
     }
 
-    /// The process that issued the request.
+    /// The process the issuing thread runs in now (what `IoGetRequestorProcess` returns).
     pub fn requestor(&self) -> Option<Process> {
-        kernel().irps.get(&self.addr()).cloned()
+        requestor_of(self.addr())
     }
+}
+
+fn requestor_of(irp: usize) -> Option<Process> {
+    let published = {
+        let k = kernel();
+        let thread = k.irps.get(&irp)?;
+        k.thread_processes.get(thread).cloned()
+    };
+    Some(published.unwrap_or_else(system_process))
 }
 
 impl Drop for Irp {
@@ -445,10 +471,12 @@ pub(crate) struct SystemContext {
 /// process, nothing attached, previous mode `KernelMode`. The thread's own state comes back
 /// when the returned value drops.
 pub(crate) fn enter_system_context() -> SystemContext {
-    SystemContext {
+    let saved = SystemContext {
         entered: ENTERED.with(|entered| std::mem::take(&mut *entered.borrow_mut())),
         attached: ATTACHED.with(|attached| std::mem::take(&mut *attached.borrow_mut())),
-    }
+    };
+    publish_current_process();
+    saved
 }
 
 impl Drop for SystemContext {
@@ -457,6 +485,7 @@ impl Drop for SystemContext {
         let attached = std::mem::take(&mut self.attached);
         ENTERED.with(|e| *e.borrow_mut() = entered);
         ATTACHED.with(|a| *a.borrow_mut() = attached);
+        publish_current_process();
     }
 }
 
@@ -635,11 +664,28 @@ pub extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
     current_process().as_eprocess()
 }
 
-/// `PsGetCurrentProcessId`: the id of the current process (attached one included).
+/// The thread's own process: the newest entered one, else the System process; attaches do not
+/// change it.
+fn own_process() -> Process {
+    ENTERED
+        .with(|entered| entered.borrow().last().map(|(_, p)| p.clone()))
+        .unwrap_or_else(system_process)
+}
+
+/// `PsGetCurrentProcessId`: the id of the thread's own process, also while it is attached to
+/// another one.
 #[no_mangle]
 pub extern "C" fn PsGetCurrentProcessId() -> HANDLE {
     // CAST: process ids are small.
-    handle_value(current_process().id() as usize)
+    handle_value(own_process().id() as usize)
+}
+
+/// `PsGetProcessId`: the id of the process object `process`; NULL for a pointer that is no
+/// process of the emulation.
+#[no_mangle]
+pub extern "C" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
+    // CAST: process ids are small.
+    process_by_pointer(process).map_or(std::ptr::null_mut(), |p| handle_value(p.id() as usize))
 }
 
 fn process_by_pointer(process: PEPROCESS) -> Option<Process> {
@@ -679,6 +725,7 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
         attached.push(target);
         attached.len() as u64
     });
+    publish_current_process();
     let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
     state.Opaque[..8].copy_from_slice(&APC_STATE_MAGIC.to_ne_bytes());
     state.Opaque[8..16].copy_from_slice(&depth.to_ne_bytes());
@@ -720,6 +767,7 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
     if !balanced {
         record(&mut kernel(), None, Violation::UnbalancedDetach);
     }
+    publish_current_process();
 }
 
 /// `PsLookupProcessByProcessId`: returns the process referenced.
@@ -804,8 +852,7 @@ pub unsafe extern "C" fn ObfReferenceObject(object: *mut c_void) -> LONG_PTR {
 /// that is no live `Irp` is reported and answered with NULL.
 #[no_mangle]
 pub extern "C" fn IoGetRequestorProcess(irp: PIRP) -> PEPROCESS {
-    let requestor = kernel().irps.get(&irp.addr()).cloned();
-    match requestor {
+    match requestor_of(irp.addr()) {
         Some(process) => process.as_eprocess(),
         None => {
             record(&mut kernel(), None, Violation::UnknownIrp);
@@ -919,4 +966,5 @@ const _: () = {
     let _: [unsafe extern "C" fn() -> KPROCESSOR_MODE; 2] =
         [decl::ExGetPreviousMode, ExGetPreviousMode];
     let _: [unsafe extern "C" fn() -> PETHREAD; 2] = [decl::PsGetCurrentThread, PsGetCurrentThread];
+    let _: [unsafe extern "C" fn(PEPROCESS) -> HANDLE; 2] = [decl::PsGetProcessId, PsGetProcessId];
 };

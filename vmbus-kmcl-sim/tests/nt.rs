@@ -137,13 +137,13 @@ fn raw_id(process: &Process) -> HANDLE {
 #[test]
 fn the_requestor_of_an_irp_is_the_process_of_the_thread_that_issued_it() {
     let worker = Process::new("vmwp");
-    let irp = worker.enter().issue_irp();
+    // The worker's thread waits in the kernel while the request is pending elsewhere.
+    let thread = worker.enter();
+    let irp = thread.issue_irp();
     assert_eq!(irp.requestor().map(|p| p.id()), Some(worker.id()));
     // SAFETY: a live simulated IRP.
-    assert_eq!(
-        unsafe { sys_nt::IoGetRequestorProcess(irp.as_ptr()) },
-        worker.as_eprocess()
-    );
+    let requestor = unsafe { sys_nt::IoGetRequestorProcess(irp.as_ptr()) };
+    assert_eq!(requestor, worker.as_eprocess());
     // Handled on another thread (a pended request), the requestor stays the same, while the
     // current process there is the System process.
     let irp_addr = irp.as_ptr().expose_provenance();
@@ -158,14 +158,46 @@ fn the_requestor_of_an_irp_is_the_process_of_the_thread_that_issued_it() {
     .unwrap();
     assert_eq!(requestor, worker.as_eprocess().addr());
     assert_eq!(current, nt::system_process().as_eprocess().addr());
+    // Since Vista the requestor is the process the issuing thread is attached to now.
+    let other = Process::new("other");
+    let mut state = sys_nt::KAPC_STATE::zeroed();
+    // SAFETY: a known process and a valid state; detached below.
+    unsafe { sys_nt::KeStackAttachProcess(other.as_eprocess(), &mut state) };
+    assert_eq!(irp.requestor().map(|p| p.id()), Some(other.id()));
+    // SAFETY: the state of the attach above.
+    unsafe { sys_nt::KeUnstackDetachProcess(&mut state) };
+    assert_eq!(irp.requestor().map(|p| p.id()), Some(worker.id()));
+    drop(irp);
+    drop(thread);
     // A request a system thread built itself has the System process as requestor.
     let own = Irp::issue();
     assert_eq!(
         own.requestor().map(|p| p.id()),
         Some(nt::system_process().id())
     );
-    drop(irp);
     assert!(nt::thread_report().is_empty());
+}
+
+#[test]
+fn the_current_process_id_is_the_own_process_also_while_attached() {
+    let worker = Process::new("vmwp");
+    let other = Process::new("other");
+    let _thread = worker.enter();
+    let mut state = sys_nt::KAPC_STATE::zeroed();
+    // SAFETY: a known process and a valid state; detached below.
+    unsafe { sys_nt::KeStackAttachProcess(other.as_eprocess(), &mut state) };
+    // SAFETY: no preconditions.
+    let own = unsafe { sys_nt::PsGetCurrentProcessId() };
+    // SAFETY: no preconditions.
+    let current = unsafe { sys_nt::IoGetCurrentProcess() };
+    // SAFETY: the current process is a live process of the emulation.
+    let attached = unsafe { sys_nt::PsGetProcessId(current) };
+    // SAFETY: the state of the attach above.
+    unsafe { sys_nt::KeUnstackDetachProcess(&mut state) };
+    assert_eq!(own, raw_id(&worker));
+    assert_eq!(attached, raw_id(&other));
+    // SAFETY: the emulation only compares the pointer.
+    assert!(unsafe { sys_nt::PsGetProcessId(std::ptr::null_mut()) }.is_null());
 }
 
 #[test]
@@ -431,12 +463,15 @@ unsafe extern "C" fn record_and_complete(
     unsafe { vmbus_kmcl_sys::VmbChannelPacketComplete(packet, std::ptr::null_mut(), 0) };
 }
 
-#[test]
-fn callbacks_run_in_the_system_process_whatever_the_pumping_thread_entered() {
+/// Pairs a server and a client whose packet callback is `record_and_complete`, sends one
+/// packet from the client, delivers it on this thread, and tears both down.
+#[allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "one sequence of raw KMCL calls whose preconditions are the same: live channels of \
+              this bus and buffers owned by the function"
+)]
+fn deliver_one_packet(bus: &Bus) {
     use vmbus_kmcl_sys::*;
-    let bus = Bus::new();
-    let worker = Process::new("vmwp");
-    let other = Process::new("other");
     let ty = GUID {
         Data1: 0x5eed_0012,
         ..GUID::default()
@@ -445,10 +480,6 @@ fn callbacks_run_in_the_system_process_whatever_the_pumping_thread_entered() {
         Data1: 0x5eed_0013,
         ..GUID::default()
     };
-    let thread = worker.enter();
-    let mut state = sys_nt::KAPC_STATE::zeroed();
-    // SAFETY: a known process and a valid state; detached below.
-    unsafe { sys_nt::KeStackAttachProcess(other.as_eprocess(), &mut state) };
     // SAFETY: the channels are allocated on the bus's devices, configured, enabled, used and
     // cleaned up in the documented order; the callback completes every packet.
     unsafe {
@@ -495,14 +526,26 @@ fn callbacks_run_in_the_system_process_whatever_the_pumping_thread_entered() {
         VmbChannelDisable(server);
         VmbChannelCleanup(server);
     }
+}
+
+#[test]
+fn callbacks_run_in_the_system_process_whatever_the_pumping_thread_entered() {
+    let bus = Bus::new();
+    let worker = Process::new("vmwp");
+    let other = Process::new("other");
+    let thread = worker.enter();
+    let mut state = sys_nt::KAPC_STATE::zeroed();
+    // SAFETY: a known process and a valid state; detached below.
+    unsafe { sys_nt::KeStackAttachProcess(other.as_eprocess(), &mut state) };
+    deliver_one_packet(&bus);
     // The pumping thread's own state is back.
-    assert_eq!(vmbus_kmcl_sim::nt::current_process().id(), other.id());
-    assert_eq!(vmbus_kmcl_sim::nt::attach_depth(), 1);
+    assert_eq!(nt::current_process().id(), other.id());
+    assert_eq!(nt::attach_depth(), 1);
     // SAFETY: the state of the attach above.
     unsafe { sys_nt::KeUnstackDetachProcess(&mut state) };
     drop(thread);
     let seen = SEEN_IN_CALLBACK.lock().unwrap().clone();
-    let system = vmbus_kmcl_sim::nt::system_process().as_eprocess().addr();
+    let system = nt::system_process().as_eprocess().addr();
     assert_eq!(seen, vec![(system, KernelMode, 0)]);
     bus.assert_no_leaks();
 }

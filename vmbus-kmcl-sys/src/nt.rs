@@ -102,8 +102,12 @@ unsafe extern "C" {
     /// The process the current thread runs in (attached process included), not referenced.
     /// Any IRQL up to DISPATCH_LEVEL.
     pub fn IoGetCurrentProcess() -> PEPROCESS;
-    /// The id of the current process. Read it before attaching.
+    /// The id of the process that created the current thread (its own process, also while it
+    /// is attached to another one). Any IRQL.
     pub fn PsGetCurrentProcessId() -> HANDLE;
+    /// The id of the process object `Process`: `PsGetProcessId(IoGetCurrentProcess())` is the
+    /// id of the process the thread is attached to. Any IRQL.
+    pub fn PsGetProcessId(Process: PEPROCESS) -> HANDLE;
     /// Attaches the current thread to `PROCESS`'s address space (and handle table), saving the
     /// previous state in `ApcState`. Below DISPATCH_LEVEL; undo with [`KeUnstackDetachProcess`].
     pub fn KeStackAttachProcess(PROCESS: PRKPROCESS, ApcState: PRKAPC_STATE);

@@ -3,8 +3,10 @@
 //! `black_box`, as a real import is), so the instructions counted are the caller's.
 //!
 //! The checked seed path is what a careful C driver does in its IOCTL dispatch routine: IRQL is
-//! PASSIVE_LEVEL, the requestor process is the current process, the previous mode is UserMode,
-//! the value is not NULL and has no kernel-handle bit, then convert, check the status, close.
+//! PASSIVE_LEVEL, the requestor process is the current process and the thread is not attached
+//! elsewhere, the previous mode is UserMode, the value is not NULL and has no kernel-handle bit,
+//! then convert, check the status, close. The `unchecked` mode runs convert, check, close only,
+//! so that the difference is the cost of the checks.
 //!
 //! `cargo bench -p vmbus-kmcl --bench handle_path --no-run`, then run the binary under
 //! `valgrind --tool=callgrind` with `raw N` and `wrapper N` and compare the per-iteration
@@ -41,6 +43,21 @@ pub extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
 pub extern "C" fn IoGetRequestorProcess(irp: PIRP) -> PEPROCESS {
     black_box(irp);
     black_box(the_process())
+}
+
+/// Null backend of `PsGetProcessId`: the one process's id.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
+    black_box(process);
+    black_box(std::ptr::without_provenance_mut(0x1234))
+}
+
+/// Null backend of `PsGetCurrentProcessId`: the thread's own process is the current one.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn PsGetCurrentProcessId() -> HANDLE {
+    black_box(std::ptr::without_provenance_mut(0x1234))
 }
 
 /// Null backend of `ExGetPreviousMode`: UserMode.
@@ -98,6 +115,13 @@ fn raw_path(irp: PIRP, user: HANDLE) -> NTSTATUS {
     if requestor.is_null() || requestor != unsafe { nt::IoGetCurrentProcess() } {
         return STATUS_ACCESS_DENIED;
     }
+    // Not attached: the thread's own process is the current one. IoGetRequestorProcess
+    // answers with the process the request's thread is attached to, so without this a thread
+    // left attached elsewhere would pass the compare above in the wrong process.
+    // SAFETY: `requestor` is the current process; neither call has other preconditions.
+    if unsafe { nt::PsGetProcessId(requestor) } != unsafe { nt::PsGetCurrentProcessId() } {
+        return STATUS_ACCESS_DENIED;
+    }
     // SAFETY: no preconditions.
     if unsafe { nt::ExGetPreviousMode() } != nt::UserMode {
         return STATUS_INVALID_DEVICE_REQUEST;
@@ -116,6 +140,20 @@ fn raw_path(irp: PIRP, user: HANDLE) -> NTSTATUS {
     }
     // SAFETY: the conversion succeeded, so `kernel` is an open handle owned here. Like a drop,
     // the close status is not used.
+    let _ = unsafe { nt::ZwClose(kernel) };
+    0
+}
+
+/// Convert, check, close, without the checks (the cost baseline of the checks).
+#[inline(never)]
+fn unchecked_path(_irp: PIRP, user: HANDLE) -> NTSTATUS {
+    let mut kernel: HANDLE = core::ptr::null_mut();
+    // SAFETY: `kernel` is a valid place for the result.
+    let status = unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
+    if status != 0 {
+        return status;
+    }
+    // SAFETY: the conversion succeeded, so `kernel` is an open handle owned here.
     let _ = unsafe { nt::ZwClose(kernel) };
     0
 }
@@ -143,6 +181,7 @@ fn main() {
     let path: fn(PIRP, HANDLE) -> NTSTATUS = match mode.as_str() {
         "raw" => raw_path,
         "wrapper" => wrapper_path,
+        "unchecked" => unchecked_path,
         // `cargo bench` passes `--bench`: run both once as a smoke test.
         _ => {
             let user = std::ptr::without_provenance_mut(0x44);

@@ -38,14 +38,18 @@ fn main() -> Result<()> {
     );
 
     // A driver that handles the IOCTL on a system worker thread is refused: there the value
-    // would be looked up in the System process's table.
-    let irp = worker.enter().issue_irp();
-    let value = raw.addr();
-    let refused = std::thread::spawn(move || {
-        on_set_vmbus_handle_ioctl(&irp, std::ptr::without_provenance_mut(value)).map(drop)
-    })
-    .join()
-    .expect("the worker thread ran");
+    // would be looked up in the System process's table. (The worker's thread waits in the
+    // kernel while its request is pending.)
+    let refused = {
+        let thread = worker.enter();
+        let irp = thread.issue_irp();
+        let value = raw.addr();
+        std::thread::spawn(move || {
+            on_set_vmbus_handle_ioctl(&irp, std::ptr::without_provenance_mut(value)).map(drop)
+        })
+        .join()
+        .expect("the worker thread ran")
+    };
     println!(
         "the same request handled on a system thread: {}",
         refused.as_ref().unwrap_err()

@@ -63,8 +63,9 @@ pub enum Error {
     #[error("the request did not come from user mode")]
     NotFromUserMode,
     /// The process that issued the request (`IoGetRequestorProcess`) is not the process the
-    /// thread runs in (`IoGetCurrentProcess`): the request is handled on another thread (a
-    /// worker thread, a work item, a DPC) or in an attach, or has no thread.
+    /// thread runs in (`IoGetCurrentProcess`), or the thread is attached to a process that is
+    /// not its own: the request is handled on another thread (a worker thread, a work item, a
+    /// DPC) or inside an attach, or has no thread.
     #[error("the request's process is not the current process")]
     RequestorMismatch,
 }

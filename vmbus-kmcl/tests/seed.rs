@@ -95,7 +95,9 @@ fn a_request_handled_on_a_system_thread_is_refused() {
     let bus = fresh_bus_id();
     let worker = Process::new("vmwp");
     let raw = worker.open_vmbus_handle(bus);
-    let irp = worker.enter().issue_irp();
+    // The worker's thread waits in the kernel while the request is pending elsewhere.
+    let thread = worker.enter();
+    let irp = thread.issue_irp();
     let value = raw.addr();
     let result = std::thread::spawn(move || {
         let raw: HANDLE = core::ptr::without_provenance_mut(value);
@@ -238,6 +240,36 @@ fn a_conversion_after_the_thread_moved_to_another_process_is_refused() {
         })
         .unwrap();
     assert!(matches!(result, Err(Error::WrongProcess)));
+    assert_eq!(
+        nt::open_kernel_handles_for_bus(vm_b),
+        0,
+        "B's VM not reached"
+    );
+}
+
+/// Case 4 on the request path: a dispatch thread left attached to another process (by a
+/// generator that yielded inside an attach and was forgotten) sees that process as the
+/// requestor and as the current process; the not-attached check refuses.
+#[test]
+fn a_request_on_a_thread_left_attached_elsewhere_is_refused() {
+    let vm_a = fresh_bus_id();
+    let vm_b = fresh_bus_id();
+    let worker_a = Process::with_windows_handle_numbering("vmwp A");
+    let worker_b = Process::with_windows_handle_numbering("vmwp B");
+    let raw_a = worker_a.open_vmbus_handle(vm_a);
+    assert_eq!(raw_a, worker_b.open_vmbus_handle(vm_b), "the same value");
+    let thread = worker_a.enter();
+    let irp = thread.issue_irp();
+    let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
+    // SAFETY: a known process and a valid state; detached below.
+    unsafe { vmbus_kmcl_sys::nt::KeStackAttachProcess(worker_b.as_eprocess(), &mut state) };
+    assert_eq!(irp.requestor().map(|p| p.id()), Some(worker_b.id()));
+    let converted = request(&irp).convert_vmbus_handle(raw_a).map(drop);
+    let entered = request(&irp).enter(|_| ());
+    // SAFETY: the state of the attach above, on this thread.
+    unsafe { vmbus_kmcl_sys::nt::KeUnstackDetachProcess(&mut state) };
+    assert!(matches!(converted, Err(Error::RequestorMismatch)));
+    assert!(matches!(entered, Err(Error::RequestorMismatch)));
     assert_eq!(
         nt::open_kernel_handles_for_bus(vm_b),
         0,

@@ -49,9 +49,15 @@ impl<'irp> Request<'irp> {
         self.irp.as_ptr()
     }
 
-    /// The checks of the request path, in this order: the IRQL is `PASSIVE_LEVEL`, the
-    /// requestor process is the current process, the previous mode is `UserMode`. Returns the
-    /// current process.
+    /// The checks of the request path, in this order: the IRQL is `PASSIVE_LEVEL`; the
+    /// requestor process is the current process; the thread is not attached to a process (its
+    /// own process, `PsGetCurrentProcessId`, is the current one); the previous mode is
+    /// `UserMode`. Returns the current process.
+    ///
+    /// The third check matters because `IoGetRequestorProcess` returns the process the
+    /// request's thread is attached to *now*: on a dispatch thread left attached to another
+    /// process (by a suspended coroutine), the first two checks alone would pass in that other
+    /// process.
     #[inline]
     fn check(&self) -> Result<PEPROCESS> {
         irql::require_at_most(PASSIVE_LEVEL)?;
@@ -60,6 +66,11 @@ impl<'irp> Request<'irp> {
         let requestor = unsafe { nt::IoGetRequestorProcess(self.as_raw()) };
         // A request without a thread has no requestor (NULL): never the current process.
         if requestor.is_null() || requestor != current_process() {
+            return Err(Error::RequestorMismatch);
+        }
+        // SAFETY: `requestor` is the current process, a live object; `PsGetProcessId` and
+        // `PsGetCurrentProcessId` have no other preconditions.
+        if unsafe { nt::PsGetProcessId(requestor) } != unsafe { nt::PsGetCurrentProcessId() } {
             return Err(Error::RequestorMismatch);
         }
         // SAFETY: `ExGetPreviousMode` has no preconditions at IRQL <= DISPATCH_LEVEL.
@@ -72,11 +83,12 @@ impl<'irp> Request<'irp> {
     /// Checks that the request is handled where its handle values mean what the sender meant,
     /// then runs `f` with a context for the requestor's process. `PASSIVE_LEVEL`.
     ///
-    /// The checks, each one load or call and one compare, run once: the IRQL is
-    /// `PASSIVE_LEVEL`; `IoGetRequestorProcess` of the request equals `IoGetCurrentProcess`
-    /// (true in a top-level dispatch routine running in the requestor's thread; false on a
-    /// worker thread, in a work item or a DPC, or inside an attach); `ExGetPreviousMode` is
-    /// `UserMode` (the values were chosen by user-mode code, not by a kernel-mode sender).
+    /// The checks run once, each a call or two and one compare: the IRQL is `PASSIVE_LEVEL`;
+    /// `IoGetRequestorProcess` of the request equals `IoGetCurrentProcess` (true in a top-level
+    /// dispatch routine running in the requestor's thread; false on a worker thread, in a work
+    /// item or a DPC); the thread is not attached (`PsGetProcessId` of the current process
+    /// equals `PsGetCurrentProcessId`, the id of the thread's own process); `ExGetPreviousMode`
+    /// is `UserMode` (the values were chosen by user-mode code, not by a kernel-mode sender).
     ///
     /// # Errors
     ///
