@@ -12,7 +12,7 @@ use core::pin::{pin, Pin};
 use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
 use vmbus_kmcl::dispatch::Linked;
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, NtStatus, Result, UserHandle};
+use vmbus_kmcl::{DeviceRef, KernelHandle, NtStatus, Request, Result};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PVOID};
 
 mod rt;
@@ -26,11 +26,11 @@ impl Handler<Server, Linked> for Vsp {
     }
 }
 
-/// Converts the VMBus handle the worker process sent in an IOCTL (dispatch routine, worker's
-/// thread, PASSIVE_LEVEL).
+/// Converts the VMBus handle the worker process sent in an IOCTL: called by the dispatch
+/// routine with the IRP it received; the request checks that it runs in the worker's thread.
 #[inline(never)]
-pub fn vmbus_handle_from_worker(raw: HANDLE) -> Result<KernelHandle> {
-    with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+pub fn vmbus_handle_from_worker(request: &Request<'_>, raw: HANDLE) -> Result<KernelHandle> {
+    request.convert_vmbus_handle(raw)
 }
 
 /// Allocates a server channel in `slot` and points it at the worker's VM; the channel owns the
@@ -55,7 +55,9 @@ pub fn bind_channel<'s>(
 pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: PVOID) -> NTSTATUS {
     if driver_object.is_null() {
         // Never true when the I/O manager calls us; keeps the code reachable for the linker.
-        let kernel = match vmbus_handle_from_worker(driver_object) {
+        // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
+        let request = unsafe { Request::from_raw(core::ptr::NonNull::dangling()) };
+        let kernel = match vmbus_handle_from_worker(&request, driver_object) {
             Ok(kernel) => kernel,
             Err(error) => return error.status().into(),
         };
