@@ -52,6 +52,10 @@ pub enum Error {
         /// The `Version` field of the table's `INTERFACE` header.
         version: u16,
     },
+    /// The incoming packet carries no external data (its flags lack
+    /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
+    #[error("the packet carries no external data")]
+    NoExternalData,
 }
 
 impl Error {
@@ -75,7 +79,8 @@ impl Error {
             Self::Status(status) | Self::Unexpected(status) => status,
             Self::LengthNotMultipleOf8 { .. }
             | Self::LengthTooLarge
-            | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
+            | Self::BelowMinimum { .. }
+            | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
             Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
                 NtStatus::NOT_SUPPORTED
             }

@@ -59,6 +59,7 @@ mod channel;
 pub mod dispatch;
 mod error;
 mod handle;
+pub mod packet;
 mod process;
 mod status;
 
