@@ -680,7 +680,7 @@ impl<B: Kmcl> core::fmt::Debug for IncomingPacket<'_, B> {
 ///
 /// # Invariants
 ///
-/// `answer` is unanswered, unless its `external` is [`External::Pending`] (then KMCL
+/// `answer` is unanswered, unless its `external` is `External::Pending` (then KMCL
 /// redelivers the packet and the token makes no call).
 #[must_use = "a deferred packet must be completed or failed; dropping it fails it"]
 pub struct DeferredPacket<B: Kmcl> {
