@@ -9,6 +9,9 @@
 //!   exports (`dispatch::Linked`, with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
 //!   sim) or through a queried interface table ([`dispatch::ClientInterface`],
 //!   [`dispatch::ServerInterface`]), which needs no link dependency at all.
+//! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
+//!   while still inline), with its payload bounded by the KMCL length and read through
+//!   `zerocopy` message types, checked and copied once.
 //! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not
 //!   finished yet" are values of the functions that return them, never errors.
 //! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
@@ -51,7 +54,9 @@
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
 //! attach to another process; a [`KernelHandle`] used after it was moved or closed, or closed
 //! while a channel still borrows it; a channel outliving its device object; converting a raw
-//! handle without a [`ProcessContext`].
+//! handle without a [`ProcessContext`]; an incoming packet answered twice, used after its
+//! answer, kept past its callback or sent to another thread while inline, an external-data view
+//! used after the packet's completion, and a detached packet deferred to passive level.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

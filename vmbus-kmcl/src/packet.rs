@@ -130,6 +130,7 @@ bitflags::bitflags! {
     /// Bits KMCL sets that this version does not name are kept, not dropped.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(transparent)]
+    #[doc(alias = "VMBUS_CHANNEL_PROCESS_PACKET_FLAGS")]
     pub struct PacketFlags: u32 {
         /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`: the packet references external
         /// data; fetch it with [`IncomingPacket::external_data`].
@@ -143,6 +144,7 @@ bitflags::bitflags! {
     /// [`IncomingPacket::external_data`].
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     #[repr(transparent)]
+    #[doc(alias = "VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS")]
     pub struct ExternalDataFlags: u32 {
         /// `VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY`: map the guest pages read-only.
         #[doc(alias = "VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY")]
@@ -399,6 +401,8 @@ type Inline<'cb> = PhantomData<(*mut (), fn(&'cb ()) -> &'cb ())>;
 ///
 /// `delivery` is unanswered and `external` records what `VmbChannelPacketGetExternalData`
 /// returned for it; the payload stays readable and the callback keeps running for `'cb`.
+#[doc(alias = "VMBPACKETCOMPLETION")]
+#[doc(alias = "EvtVmbChannelProcessPacket")]
 #[must_use = "an incoming packet must be completed, failed, deferred or detached; dropping it fails it"]
 pub struct IncomingPacket<'cb, B: Kmcl> {
     delivery: Delivery<B>,
