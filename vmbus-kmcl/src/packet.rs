@@ -22,10 +22,12 @@
 //!   [`defer_to_passive`](IncomingPacket::defer_to_passive) and
 //!   [`detach`](IncomingPacket::detach) each take it by value, so the compiler rejects a second
 //!   answer or any use after the first (compile-fail tests `packet_completed_twice`,
-//!   `packet_used_after_completion`). Its first lifetime is the callback's own: the token
-//!   cannot be kept past the callback, only detached.
+//!   `packet_used_after_completion`). Its lifetime `'cb` is the callback's own and invariant,
+//!   and it is not `Send`: the token cannot be kept past the callback or handed to another
+//!   thread, only detached (compile-fail tests `inline_packet_kept_past_callback`,
+//!   `inline_packet_sent_to_thread`).
 //! * [`DeferredPacket`] is the token detached for completion later, from any thread (it is
-//!   `Send` when the backend is `Sync`). It has no `defer_to_passive`, because KMCL allows
+//!   `Send` when the backend is: `Linked`, or `&T` for a table `T: Sync`). It has no `defer_to_passive`, because KMCL allows
 //!   deferral only inline (compile-fail test `deferred_packet_cannot_defer`).
 //! * [`IncomingPacket::data`] is the payload as `&[u8]`, exactly `BufferLength` bytes long.
 //!   [`IncomingPacket::read`], [`IncomingPacket::read_exact`] and the free functions
@@ -74,8 +76,9 @@
 //!
 //! # Examples
 //!
-//! A handler that reads a request header, answers with a typed response, and fails what it
-//! cannot parse:
+//! A handler that reads a request, answers with a typed response, and fails what it cannot
+//! parse. The message types derive `zerocopy`'s traits (add `zerocopy` with its `derive`
+//! feature to the driver's dependencies):
 //!
 //! ```
 //! use vmbus_kmcl::dispatch::Kmcl;
