@@ -382,6 +382,49 @@ impl<B: Kmcl> Answer<B> {
     }
 }
 
+/// The four answers both tokens offer, each taking the token by value.
+macro_rules! answers {
+    () => {
+        /// Completes the packet with `response` (`VmbChannelPacketComplete`); KMCL sends the
+        /// bytes back when the sender waits for a completion. `<= DISPATCH_LEVEL`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::LengthTooLarge`] when `response` is longer than `u32::MAX` bytes; the
+        /// packet is then failed instead (`VmbChannelPacketFail`), so it is still answered
+        /// once.
+        #[doc(alias = "VmbChannelPacketComplete")]
+        #[inline]
+        pub fn complete(self, response: &[u8]) -> Result<()> {
+            self.into_answer().complete(response)
+        }
+
+        /// Completes the packet with the bytes of `response` (`VmbChannelPacketComplete`).
+        /// `<= DISPATCH_LEVEL`. A response type longer than `u32::MAX` bytes fails to build.
+        #[doc(alias = "VmbChannelPacketComplete")]
+        #[inline]
+        pub fn complete_with<T: IntoBytes + Immutable>(self, response: &T) {
+            self.into_answer().complete_with(response);
+        }
+
+        /// Completes the packet without a response (`VmbChannelPacketComplete` with NULL, 0).
+        /// `<= DISPATCH_LEVEL`.
+        #[doc(alias = "VmbChannelPacketComplete")]
+        #[inline]
+        pub fn complete_empty(self) {
+            self.into_answer().complete_empty();
+        }
+
+        /// Fails the packet (`VmbChannelPacketFail`): for a packet that cannot be processed,
+        /// such as a malformed one. KMCL stops the channel's incoming queue.
+        #[doc(alias = "VmbChannelPacketFail")]
+        #[inline]
+        pub fn fail(self) {
+            self.into_answer().fail();
+        }
+    };
+}
+
 /// Marks a type as bound to the running callback `'cb`: invariant in `'cb`, and neither `Send`
 /// nor `Sync`.
 type Inline<'cb> = PhantomData<(*mut (), fn(&'cb ()) -> &'cb ())>;
@@ -579,42 +622,7 @@ impl<'cb, B: Kmcl> IncomingPacket<'cb, B> {
         }
     }
 
-    /// Completes the packet with `response` (`VmbChannelPacketComplete`); KMCL sends the
-    /// bytes back when the sender waits for a completion. `<= DISPATCH_LEVEL`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LengthTooLarge`] when `response` is longer than `u32::MAX` bytes; the packet
-    /// is then failed instead (`VmbChannelPacketFail`), so it is still answered once.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete(self, response: &[u8]) -> Result<()> {
-        self.into_answer().complete(response)
-    }
-
-    /// Completes the packet with the bytes of `response` (`VmbChannelPacketComplete`).
-    /// `<= DISPATCH_LEVEL`. A response type longer than `u32::MAX` bytes fails to build.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete_with<T: IntoBytes + Immutable>(self, response: &T) {
-        self.into_answer().complete_with(response);
-    }
-
-    /// Completes the packet without a response (`VmbChannelPacketComplete` with NULL, 0).
-    /// `<= DISPATCH_LEVEL`.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete_empty(self) {
-        self.into_answer().complete_empty();
-    }
-
-    /// Fails the packet (`VmbChannelPacketFail`): for a packet that cannot be processed, such
-    /// as a malformed one. KMCL stops the channel's incoming queue.
-    #[doc(alias = "VmbChannelPacketFail")]
-    #[inline]
-    pub fn fail(self) {
-        self.into_answer().fail();
-    }
+    answers!();
 
     /// Hands the packet back to KMCL for delivery again at `PASSIVE_LEVEL`
     /// (`VmbChannelPacketDeferToPassive`). Only the inline token has this method: a
@@ -729,39 +737,7 @@ impl<B: Kmcl> DeferredPacket<B> {
         }
     }
 
-    /// Completes the packet with `response` (`VmbChannelPacketComplete`). `<= DISPATCH_LEVEL`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LengthTooLarge`] when `response` is longer than `u32::MAX` bytes; the packet
-    /// is then failed instead.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete(self, response: &[u8]) -> Result<()> {
-        self.into_answer().complete(response)
-    }
-
-    /// Completes the packet with the bytes of `response` (`VmbChannelPacketComplete`).
-    /// `<= DISPATCH_LEVEL`.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete_with<T: IntoBytes + Immutable>(self, response: &T) {
-        self.into_answer().complete_with(response);
-    }
-
-    /// Completes the packet without a response. `<= DISPATCH_LEVEL`.
-    #[doc(alias = "VmbChannelPacketComplete")]
-    #[inline]
-    pub fn complete_empty(self) {
-        self.into_answer().complete_empty();
-    }
-
-    /// Fails the packet (`VmbChannelPacketFail`); KMCL stops the channel's incoming queue.
-    #[doc(alias = "VmbChannelPacketFail")]
-    #[inline]
-    pub fn fail(self) {
-        self.into_answer().fail();
-    }
+    answers!();
 }
 
 impl<B: Kmcl> Drop for DeferredPacket<B> {
