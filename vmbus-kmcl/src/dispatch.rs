@@ -1201,3 +1201,137 @@ impl fmt::Display for KmclFunction {
         f.write_str(self.name())
     }
 }
+
+/// A backend a channel can keep: a [`Kmcl`] that is `Copy` (the channel, its callbacks and its
+/// packets each hold a copy), shareable with callbacks that run on other threads, and able to
+/// find the channel's context from the bare `VMBCHANNEL`, which is all a KMCL callback
+/// receives.
+///
+/// Implemented by [`Linked`] and by `&ClientInterface` and `&ServerInterface` (a channel
+/// borrows its table); sealed.
+///
+/// A table backend finds the context through the table's `VmbChannelGetPointer` entry, which
+/// the channel records, process-wide, when it is allocated. A driver can therefore allocate
+/// channels through tables of one KMCL only: a table whose `VmbChannelGetPointer` differs from
+/// the recorded one is refused with [`Error::TableOfAnotherKmcl`].
+pub trait ChannelBackend: Kmcl + Copy + Send + Sync + sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use vmbus_kmcl_sys::{PVOID, VMBCHANNEL};
+
+    /// What a channel backend does besides the KMCL calls; private to the crate.
+    pub trait Sealed {
+        /// Makes [`Sealed::pointer_of`] work for channels of this backend.
+        fn prepare(self) -> crate::Result<()>;
+
+        /// `VmbChannelGetPointer(channel)`, without a backend value.
+        ///
+        /// # Safety
+        ///
+        /// `channel` is a live channel allocated through a backend of this type after
+        /// [`Sealed::prepare`] succeeded for it.
+        unsafe fn pointer_of(channel: VMBCHANNEL) -> PVOID;
+    }
+}
+
+/// The `VmbChannelGetPointer` entry of the tables that channels were allocated through (NULL
+/// before the first).
+static TABLE_GET_POINTER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// The function type of `VmbChannelGetPointer`.
+type GetPointerFn = unsafe extern "C" fn(VMBCHANNEL) -> PVOID;
+
+/// Records `entry` as the tables' `VmbChannelGetPointer`, or checks it is the one recorded.
+fn record_table_get_pointer(entry: GetPointerFn) -> Result<()> {
+    use core::sync::atomic::Ordering;
+    // CAST: a function pointer kept as a data pointer, turned back by `table_pointer_of`.
+    let entry = entry as *mut ();
+    match TABLE_GET_POINTER.compare_exchange(
+        core::ptr::null_mut(),
+        entry,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Ok(()),
+        Err(recorded) if recorded == entry => Ok(()),
+        Err(_) => Err(Error::TableOfAnotherKmcl),
+    }
+}
+
+/// `VmbChannelGetPointer(channel)` through the recorded table entry (NULL if none was recorded).
+///
+/// # Safety
+///
+/// `channel` is a live channel allocated through a table whose entry was recorded.
+unsafe fn table_pointer_of(channel: VMBCHANNEL) -> PVOID {
+    let entry = TABLE_GET_POINTER.load(core::sync::atomic::Ordering::Acquire);
+    if entry.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a non-NULL value of the slot is a `GetPointerFn` stored by
+    // `record_table_get_pointer`, cast back to its own type.
+    let get_pointer = unsafe { core::mem::transmute::<*mut (), GetPointerFn>(entry) };
+    // SAFETY: the recorded entry is `VmbChannelGetPointer` of the KMCL that allocated
+    // `channel`, which is live (caller), so the call has all it needs.
+    unsafe { get_pointer(channel) }
+}
+
+#[cfg(any(
+    docsrs,
+    feature = "vmbkmcl",
+    feature = "vmbkmclr",
+    not(target_os = "windows")
+))]
+impl sealed::Sealed for Linked {
+    #[inline]
+    fn prepare(self) -> Result<()> {
+        Ok(())
+    }
+
+    #[inline]
+    unsafe fn pointer_of(channel: VMBCHANNEL) -> PVOID {
+        // SAFETY: a live channel of the linked KMCL (caller).
+        unsafe { sys::VmbChannelGetPointer(channel) }
+    }
+}
+
+#[cfg(any(
+    docsrs,
+    feature = "vmbkmcl",
+    feature = "vmbkmclr",
+    not(target_os = "windows")
+))]
+impl ChannelBackend for Linked {}
+
+impl sealed::Sealed for &ClientInterface {
+    #[inline]
+    fn prepare(self) -> Result<()> {
+        record_table_get_pointer(self.fns.channel_get_pointer)
+    }
+
+    #[inline]
+    unsafe fn pointer_of(channel: VMBCHANNEL) -> PVOID {
+        // SAFETY: `prepare` recorded this backend's entry before the channel was allocated
+        // (caller).
+        unsafe { table_pointer_of(channel) }
+    }
+}
+
+impl ChannelBackend for &ClientInterface {}
+
+impl sealed::Sealed for &ServerInterface {
+    #[inline]
+    fn prepare(self) -> Result<()> {
+        record_table_get_pointer(self.client.channel_get_pointer)
+    }
+
+    #[inline]
+    unsafe fn pointer_of(channel: VMBCHANNEL) -> PVOID {
+        // SAFETY: `prepare` recorded this backend's entry before the channel was allocated
+        // (caller).
+        unsafe { table_pointer_of(channel) }
+    }
+}
+
+impl ChannelBackend for &ServerInterface {}

@@ -52,6 +52,26 @@ pub enum Error {
         /// The `Version` field of the table's `INTERFACE` header.
         version: u16,
     },
+    /// A channel was to be allocated through an interface table of another KMCL than the
+    /// tables already in use (its `VmbChannelGetPointer` entry differs); see
+    /// `dispatch::ChannelBackend`.
+    #[error("the interface table belongs to another KMCL than the tables in use")]
+    TableOfAnotherKmcl,
+    /// `VmbServerChannelInitSetMmioMegabytes` with both sizes 0.
+    #[error("the required and the optional MMIO sizes are both 0")]
+    MmioBothZero,
+    /// A Virtual Trust Level outside 0 to 2, the levels Hyper-V defines.
+    #[error("VTL {vtl} does not exist (Hyper-V defines VTL 0 to 2)")]
+    InvalidVtl {
+        /// The rejected level.
+        vtl: u8,
+    },
+    /// Flag bits that KMCL does not define for this setter.
+    #[error("undefined flag bits {bits:#x}")]
+    UndefinedFlags {
+        /// The undefined bits.
+        bits: u32,
+    },
     /// The incoming packet carries no external data (its flags lack
     /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
     #[error("the packet carries no external data")]
@@ -79,11 +99,14 @@ impl Error {
             Self::Status(status) | Self::Unexpected(status) => status,
             Self::LengthNotMultipleOf8 { .. }
             | Self::LengthTooLarge
-            | Self::BelowMinimum { .. }
+            | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
+            Self::MissingTableEntry(_)
+            | Self::InterfaceTableMismatch { .. }
+            | Self::TableOfAnotherKmcl => NtStatus::NOT_SUPPORTED,
+            Self::MmioBothZero
+            | Self::InvalidVtl { .. }
+            | Self::UndefinedFlags { .. }
             | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
-            Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
-                NtStatus::NOT_SUPPORTED
-            }
         }
     }
 }

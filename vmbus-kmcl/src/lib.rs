@@ -17,8 +17,9 @@
 //! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
 //! * [`ProcessContext`] and [`UserHandle`]: a user-mode handle usable only while the thread runs
 //!   in the process that owns it, enforced at compile time.
-//! * [`ServerChannelInit`]: a server channel being initialised, which borrows the kernel handle
-//!   naming its VM.
+//! * [`channel`]: typestate channels for both roles (builder → enabled channel → builder
+//!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
+//!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids.
 //!
 //! The crate is `#![no_std]` and needs no allocator. On a host, the `vmbus-kmcl-sim` crate
 //! emulates KMCL and the kernel, so the same code runs in `cargo test`.
@@ -31,7 +32,10 @@
 //! is valid everywhere and goes to the server channel it sets up.
 //!
 //! ```
-//! use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, Result, ServerChannelInit, UserHandle};
+//! use core::pin::Pin;
+//! use vmbus_kmcl::channel::{ChannelSlot, Handler, Server, ServerBuilder};
+//! use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
+//! use vmbus_kmcl::{with_current_process, Guid, KernelHandle, Result, UserHandle};
 //! use vmbus_kmcl_sys::HANDLE;
 //!
 //! /// IRP_MJ_DEVICE_CONTROL, running in the worker process's thread (IRQL PASSIVE_LEVEL).
@@ -39,37 +43,51 @@
 //!     with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
 //! }
 //!
-//! /// Later, in any thread: offer a channel to that VM.
-//! fn offer(device: DeviceRef<'_>, vm: &KernelHandle) -> Result<()> {
-//!     let mut channel = ServerChannelInit::allocate(device)?;
-//!     channel.set_vmbus_handle(vm)?;
-//!     // ... the other init setters, then enable (see the channel builder).
+//! /// Later, in any thread: offer a channel to that VM. The channel takes the kernel handle
+//! /// and closes it after its cleanup.
+//! fn offer<H, K>(slot: Pin<&mut ChannelSlot<'_, H, K>>, vm: KernelHandle, id: Guid) -> Result<()>
+//! where
+//!     H: Handler<Server, K>,
+//!     K: ChannelBackend + KmclServer,
+//! {
+//!     let mut builder = ServerBuilder::allocate(slot)?;
+//!     builder.set_vmbus_handle(vm)?.set_interface_id(id, id)?;
+//!     let channel = builder.enable()?;
+//!     channel.start();
+//!     // ... keep `channel` while the VM runs; dropping it rescinds the offer.
 //!     Ok(())
 //! }
-//! # let _ = (on_set_vmbus_handle_ioctl, offer);
+//! # struct Vsp;
+//! # let _ = (on_set_vmbus_handle_ioctl, offer::<Vsp, vmbus_kmcl::dispatch::Linked>);
+//! # impl<K: ChannelBackend> Handler<Server, K> for Vsp {
+//! #     fn process_packet(&self, _: &vmbus_kmcl::channel::OpenView<'_, Server, K>,
+//! #                       p: vmbus_kmcl::packet::IncomingPacket<'_, K>) { p.complete_empty() }
+//! # }
 //! ```
 //!
 //! What the compiler rejects (each case is a compile-fail test in `tests/ui`): a [`UserHandle`]
 //! escaping its scope, stored outside it, or sent to another thread; a [`ProcessContext`] shared
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
 //! attach to another process; a [`KernelHandle`] used after it was moved or closed, or closed
-//! while a channel still borrows it; a channel outliving its device object; converting a raw
+//! after a channel took it; a channel outliving its device object; converting a raw
 //! handle without a [`ProcessContext`]; an incoming packet answered twice, used after its
 //! answer, kept past its callback or sent to another thread while inline, an external-data view
 //! used after the packet's completion, and a detached packet deferred to passive level.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod channel;
+pub mod channel;
 pub mod dispatch;
 mod error;
+mod guid;
 mod handle;
 pub mod packet;
 mod process;
 mod status;
 
-pub use channel::{DeviceRef, ServerChannelInit};
+pub use channel::DeviceRef;
 pub use error::{Error, Result};
+pub use guid::{Guid, GuidParseError};
 pub use handle::KernelHandle;
 pub use process::{
     with_current_process, HandleValue, ProcessContext, ProcessId, ProcessRef, UserHandle,

@@ -473,13 +473,6 @@ impl<'cb, B: Kmcl> IncomingPacket<'cb, B> {
     ///   lifetime must cover;
     /// - `'cb` ends no later than the callback.
     #[inline(always)]
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "called by the channel's process-packet trampoline once it is wired"
-        )
-    )]
     pub(crate) unsafe fn from_raw(
         backend: B,
         packet: VMBPACKETCOMPLETION,

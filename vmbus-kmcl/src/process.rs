@@ -339,7 +339,7 @@ impl<'proc> UserHandle<'proc> {
 
     /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
     /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
-    /// a server channel ([`crate::ServerChannelInit::set_vmbus_handle`]). KMCL documents no IRQL;
+    /// a server channel ([`ChannelBuilder::set_vmbus_handle`](crate::channel::ChannelBuilder::set_vmbus_handle)). KMCL documents no IRQL;
     /// call it at `PASSIVE_LEVEL`, as the handle-table lookups it makes require.
     ///
     /// # Errors

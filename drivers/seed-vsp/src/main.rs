@@ -7,10 +7,22 @@
 #![no_std]
 #![no_main]
 
-use vmbus_kmcl::{
-    with_current_process, DeviceRef, KernelHandle, NtStatus, Result, ServerChannelInit, UserHandle,
-};
+use core::pin::{pin, Pin};
+
+use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
+use vmbus_kmcl::dispatch::Linked;
+use vmbus_kmcl::packet::IncomingPacket;
+use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, NtStatus, Result, UserHandle};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PVOID};
+
+/// The VSP's channel handler. This example only sets channels up; it fails any packet.
+pub struct Vsp;
+
+impl Handler<Server, Linked> for Vsp {
+    fn process_packet(&self, _: &OpenView<'_, Server, Linked>, packet: IncomingPacket<'_, Linked>) {
+        packet.fail();
+    }
+}
 
 /// Converts the VMBus handle the worker process sent in an IOCTL (dispatch routine, worker's
 /// thread, PASSIVE_LEVEL).
@@ -19,13 +31,14 @@ pub fn vmbus_handle_from_worker(raw: HANDLE) -> Result<KernelHandle> {
     with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
 }
 
-/// Allocates a server channel and points it at the worker's VM.
+/// Allocates a server channel in `slot` and points it at the worker's VM; the channel owns the
+/// kernel handle from now on.
 #[inline(never)]
-pub fn bind_channel<'d, 'h>(
-    device: DeviceRef<'d>,
-    vm: &'h KernelHandle,
-) -> Result<ServerChannelInit<'d, 'h>> {
-    let mut channel = ServerChannelInit::allocate(device)?;
+pub fn bind_channel<'s>(
+    slot: Pin<&'s mut ChannelSlot<'_, Vsp, Linked>>,
+    vm: KernelHandle,
+) -> Result<ServerBuilder<'s, Vsp, Linked>> {
+    let mut channel = ServerBuilder::allocate(slot)?;
     channel.set_vmbus_handle(vm)?;
     Ok(channel)
 }
@@ -46,7 +59,8 @@ pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: 
         };
         // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
         let device = unsafe { DeviceRef::from_raw(core::ptr::NonNull::dangling()) };
-        return match bind_channel(device, &kernel) {
+        let mut slot = pin!(ChannelSlot::new(device, Linked, Vsp));
+        return match bind_channel(slot.as_mut(), kernel) {
             Ok(_channel) => NtStatus::SUCCESS.into(),
             Err(error) => error.status().into(),
         };
