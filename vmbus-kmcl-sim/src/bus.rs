@@ -263,6 +263,11 @@ impl Bus {
         let nt_violations = crate::nt::violations_for_bus(self.id());
         r.violations
             .extend(nt_violations.iter().map(|v| format!("NT: {v:?}")));
+        // The NT check: violations that name no bus, committed on this thread, and process
+        // references leaked by processes created on it.
+        let nt_thread = crate::nt::thread_report();
+        r.violations
+            .extend(nt_thread.iter().map(|v| format!("NT (this thread): {v:?}")));
         r
     }
 
@@ -272,6 +277,9 @@ impl Bus {
         let mut taken = self.shared.take_violations();
         let nt_violations = crate::nt::take_violations_for_bus(self.id());
         taken.extend(nt_violations.iter().map(|v| format!("NT: {v:?}")));
+        // The NT check's violations of this thread (leaked references stay until released).
+        let nt_thread = crate::nt::take_thread_violations();
+        taken.extend(nt_thread.iter().map(|v| format!("NT (this thread): {v:?}")));
         taken
     }
 

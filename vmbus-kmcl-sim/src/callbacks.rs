@@ -4,7 +4,9 @@
 //! this module is the only place that actually calls a driver's function pointer. It sets the
 //! simulated IRQL the callback documents (`DISPATCH_LEVEL` for packet processing and completion
 //! routines unless the channel asked for passive processing, `PASSIVE_LEVEL` for state changes)
-//! and restores the caller's IRQL afterwards. The engine never holds its lock while a `Call`
+//! and restores the caller's IRQL afterwards. Every callback runs as the kernel runs it, in the
+//! System process with nothing attached and previous mode `KernelMode`, whatever process the
+//! pumping thread entered or is attached to; that state is restored afterwards too. The engine never holds its lock while a `Call`
 //! runs, so callbacks may re-enter the sim freely.
 
 use std::ffi::c_void;
@@ -149,6 +151,7 @@ fn ch(v: usize) -> VMBCHANNEL {
 /// Runs `call`. Returns the callback's status (`STATUS_SUCCESS` for `VOID` callbacks) and, for
 /// `SavePacket`, the `BytesNeeded` it reported.
 pub(crate) fn run(call: Call) -> (NTSTATUS, u32) {
+    let _system = crate::nt::enter_system_context();
     match call {
         Call::Opened(Some(f), c) => {
             let _irql = IrqlGuard::raise(PASSIVE_LEVEL);

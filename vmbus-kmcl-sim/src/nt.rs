@@ -1,7 +1,8 @@
 //! Emulation of the NT kernel services a KMCL driver uses besides KMCL: simulated processes
 //! with their own user-mode handle tables, the kernel handle table, `ZwClose`, the current
-//! process and attaching to another one, the current IRQL, and
-//! `VmbConvertVmbusHandleToKernelHandle`, the KMCL call that bridges the two kinds of handle.
+//! process and thread, I/O requests with their requestor and previous mode, attaching to another
+//! process, object references, the current IRQL, and `VmbConvertVmbusHandleToKernelHandle`, the
+//! KMCL call that bridges the two kinds of handle.
 //!
 //! # The model
 //!
@@ -9,18 +10,34 @@
 //!   handle table; [`Process::open_vmbus_handle`] puts a user-mode VMBus handle in it, as the
 //!   worker process does when it opens the VM's VMBus device.
 //! * Each thread has an own process (the system process unless a test [`Process::enter`]s
-//!   another one, which models a dispatch routine running in the requesting process's thread)
-//!   and a stack of attached processes (`KeStackAttachProcess`). The current process
-//!   (`IoGetCurrentProcess`) is the innermost attached process, else the own process.
-//! * User handle values are unique across processes by default, so a handle used in the wrong
-//!   process is reported as invalid; [`Process::with_windows_handle_numbering`] numbers each
-//!   table from 4 as Windows does, where the same value silently names another object.
+//!   another one, which models a user thread of that process that entered the kernel, with
+//!   previous mode `UserMode`) and a stack of attached processes (`KeStackAttachProcess`). The
+//!   current process (`IoGetCurrentProcess`) is the innermost attached process, else the own
+//!   process. A thread that entered no process is a system thread (previous mode `KernelMode`).
+//! * An [`Irp`] is an I/O request issued by the current thread: `IoGetRequestorProcess` returns
+//!   the process that thread runs in at the time of the call (its attached process, if any, as
+//!   since Windows Vista). Handing the `Irp` to another thread models a driver that pends the
+//!   request and handles it on a worker thread.
+//! * `PsGetCurrentProcessId` is the id of the thread's own process, also while it is attached
+//!   (the `IoGetCurrentProcess` reference page tells the two apart this way);
+//!   `PsGetProcessId(IoGetCurrentProcess())` is the id of the process it is attached to.
+//! * Driver callbacks run as the system does: in the System process, with an empty attach
+//!   stack and previous mode `KernelMode`, whatever the pumping thread has entered.
+//! * User handle values are unique across processes by default (the process id is in the
+//!   upper 32 bits), so a handle used in the wrong process is reported as invalid;
+//!   [`Process::with_windows_handle_numbering`] numbers each table from 4 as Windows does, where
+//!   the same value silently names another object.
 //! * Kernel handles live in one global table, each tagged with the bus it refers to so that a
 //!   bus can account for the handles converted from it.
 //!
 //! Misuse that a real kernel would punish with a bug check (closing a kernel handle twice, an
-//! unbalanced detach) is recorded as a [`Violation`], printed, and answered with a failure
-//! status; [`take_violations`] and the accounting helpers let tests assert on it.
+//! unbalanced detach, a PASSIVE-only routine called above `PASSIVE_LEVEL`) is recorded as a
+//! [`Violation`], printed, and answered with a failure status where the routine has one;
+//! [`take_violations`] and the accounting helpers let tests assert on it. A violation that
+//! concerns a bus is reported by that [`crate::Bus`]; one that names no bus is attributed to the
+//! thread that committed it and reported by [`thread_report`], which
+//! [`crate::Bus::assert_no_leaks`] includes, together with process references that a process
+//! created on that thread still holds.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,7 +45,10 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use vmbus_kmcl_sys::nt::{EPROCESS, KIRQL, LONG_PTR, PASSIVE_LEVEL, PEPROCESS, PRKAPC_STATE};
+use vmbus_kmcl_sys::nt::{
+    APC_LEVEL, EPROCESS, IRP, KIRQL, KPROCESSOR_MODE, LONG_PTR, PASSIVE_LEVEL, PEPROCESS, PETHREAD,
+    PIRP, PRKAPC_STATE,
+};
 use vmbus_kmcl_sys::{BOOLEAN, HANDLE, NTSTATUS, PHANDLE};
 
 /// `STATUS_SUCCESS`.
@@ -48,9 +68,12 @@ pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as NTSTATUS;
 
 /// Kernel handles have the top bit set, as on 64-bit Windows.
 const KERNEL_HANDLE_BASE: usize = 0xFFFF_FFFF_8000_0000;
-/// By default each process's user handles start at `id * USER_HANDLE_STRIDE`, so values never
-/// collide (see [`Process::with_windows_handle_numbering`] for the other way).
-const USER_HANDLE_STRIDE: usize = 0x10_0000;
+/// By default each process's user handles start at `id << USER_HANDLE_ID_SHIFT`, so values of
+/// different processes never collide (see [`Process::with_windows_handle_numbering`] for the
+/// other way): the index part stays below `1 << USER_HANDLE_ID_SHIFT`.
+const USER_HANDLE_ID_SHIFT: u32 = 32;
+/// Thread objects are distinct values from here on, one per host thread, never dereferenced.
+const THREAD_OBJECT_BASE: usize = 0xFFFF_E000_0000_0000;
 /// Marks a `KAPC_STATE` filled by this emulation.
 const APC_STATE_MAGIC: u64 = 0x5641_5043_5349_4d21;
 
@@ -81,6 +104,26 @@ pub enum Violation {
     NullOutput(&'static str),
     /// `KeStackAttachProcess` with a pointer that is no process of the emulation.
     AttachToUnknownProcess,
+    /// `KeUnstackDetachProcess` on another thread than the one whose attach filled the state.
+    DetachOnAnotherThread,
+    /// A routine was called above the highest IRQL it allows.
+    IrqlTooHigh {
+        /// The routine.
+        routine: &'static str,
+        /// The IRQL it was called at.
+        irql: KIRQL,
+    },
+    /// [`Process::enter`] while the thread was attached to a process.
+    EnterWhileAttached,
+    /// [`Process::enter`] while another [`EnterGuard`] of the thread was live.
+    EnterWhileEntered,
+    /// An [`EnterGuard`] dropped before a guard entered after it (not in LIFO order).
+    EnterGuardOutOfOrder,
+    /// `IoGetRequestorProcess` with a pointer that is no live [`Irp`] of the emulation.
+    UnknownIrp,
+    /// A process created on this thread still holds references taken by
+    /// `PsLookupProcessByProcessId` or `ObfReferenceObject` (its id and the count).
+    LeakedProcessReferences(u64, u64),
 }
 
 struct ProcessInner {
@@ -90,7 +133,11 @@ struct ProcessInner {
     handle_base: usize,
     handles: Mutex<HashMap<usize, Object>>,
     next_handle: AtomicU64,
+    /// References taken by lookups and `ObfReferenceObject`, not yet dropped.
     lookups: AtomicU64,
+    /// The simulated thread that created the process, which its leaked references are
+    /// reported to.
+    creator: u64,
 }
 
 /// A simulated user-mode process with its own handle table. Cloning gives another reference to
@@ -120,8 +167,22 @@ struct Kernel {
     /// Closed kernel handles and the bus their object belonged to, to tell a double close.
     closed: Vec<(usize, Option<u64>)>,
     next_kernel_handle: usize,
-    /// Each violation with the bus it concerns, when one is known.
-    violations: Vec<(Option<u64>, Violation)>,
+    /// Each violation with the bus it concerns, when one is known, and the thread that
+    /// committed it.
+    violations: Vec<(Option<u64>, u64, Violation)>,
+    /// Live IRPs: their address, and the simulated thread that issued them.
+    irps: HashMap<usize, u64>,
+    /// The current process of each simulated thread, published on every change, so that
+    /// `IoGetRequestorProcess` can read another thread's.
+    thread_processes: HashMap<u64, Process>,
+}
+
+/// Publishes the current thread's current process (see `Kernel::thread_processes`).
+fn publish_current_process() {
+    let current = current_process();
+    kernel()
+        .thread_processes
+        .insert(current_thread_id(), current);
 }
 
 fn kernel() -> MutexGuard<'static, Kernel> {
@@ -134,7 +195,15 @@ fn kernel() -> MutexGuard<'static, Kernel> {
 
 fn record(k: &mut Kernel, bus: Option<u64>, violation: Violation) {
     eprintln!("vmbus-kmcl-sim: NT rule broken: {violation:?}");
-    k.violations.push((bus, violation));
+    k.violations.push((bus, current_thread_id(), violation));
+}
+
+/// Records a violation when the current IRQL is above `maximum` for `routine`.
+fn check_irql(bus: Option<u64>, routine: &'static str, maximum: KIRQL) {
+    let irql = current_irql();
+    if irql > maximum {
+        record(&mut kernel(), bus, Violation::IrqlTooHigh { routine, irql });
+    }
 }
 
 fn object_bus(object: Object) -> Option<u64> {
@@ -145,11 +214,21 @@ fn object_bus(object: Object) -> Option<u64> {
 }
 
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(8);
+static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_GUARD_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static OWN_PROCESS: RefCell<Option<Process>> = const { RefCell::new(None) };
+    /// The live enter guards of this thread, oldest first: their id and process. The own
+    /// process is the newest one's.
+    static ENTERED: RefCell<Vec<(u64, Process)>> = const { RefCell::new(Vec::new()) };
     static ATTACHED: RefCell<Vec<Process>> = const { RefCell::new(Vec::new()) };
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
+    static THREAD_ID: u64 = NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The simulated thread id of the current host thread.
+fn current_thread_id() -> u64 {
+    THREAD_ID.with(|id| *id)
 }
 
 /// A handle value without provenance: handles are numbers that are never dereferenced.
@@ -174,8 +253,8 @@ impl Process {
 
     fn create(name: &str, handle_base: Option<usize>) -> Self {
         let id = NEXT_PROCESS_ID.fetch_add(4, Ordering::Relaxed);
-        // CAST: process ids are small.
-        let handle_base = handle_base.unwrap_or(id as usize * USER_HANDLE_STRIDE);
+        // CAST: process ids stay far below 2^31, so the base stays below the kernel range.
+        let handle_base = handle_base.unwrap_or((id as usize) << USER_HANDLE_ID_SHIFT);
         let process = Self(Arc::new(ProcessInner {
             id,
             name: name.to_owned(),
@@ -183,6 +262,7 @@ impl Process {
             handles: Mutex::default(),
             next_handle: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            creator: current_thread_id(),
         }));
         kernel().processes.insert(id, process.clone());
         process
@@ -199,17 +279,50 @@ impl Process {
     }
 
     /// Makes this the current thread's own process until the guard drops: the thread now
-    /// models a user thread of this process that entered the kernel (e.g. to send an IOCTL).
+    /// models a user thread of this process that entered the kernel (e.g. to send an IOCTL),
+    /// with previous mode `UserMode`.
+    ///
+    /// A user thread enters the kernel once: entering while the thread is attached to a
+    /// process, or while another guard of the thread is live, is recorded as a
+    /// [`Violation`] (the thread still enters, so the test can go on). The guard is `!Send` and
+    /// guards must be dropped in the reverse order of entering.
     pub fn enter(&self) -> EnterGuard {
-        let previous = OWN_PROCESS.with(|own| own.replace(Some(self.clone())));
-        EnterGuard { previous }
+        if attach_depth() > 0 {
+            record(&mut kernel(), None, Violation::EnterWhileAttached);
+        }
+        let id = NEXT_GUARD_ID.fetch_add(1, Ordering::Relaxed);
+        let already = ENTERED.with(|entered| {
+            let mut entered = entered.borrow_mut();
+            let already = !entered.is_empty();
+            entered.push((id, self.clone()));
+            already
+        });
+        if already {
+            record(&mut kernel(), None, Violation::EnterWhileEntered);
+        }
+        publish_current_process();
+        EnterGuard {
+            id,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// Opens a user-mode handle to `object` in this process's table.
+    ///
+    /// # Panics
+    ///
+    /// When the process has opened `2^30 - 1` handles, beyond which default-numbered values
+    /// would reach those of the next process.
     pub fn open_handle(&self, object: Object) -> HANDLE {
         let index = self.0.next_handle.fetch_add(1, Ordering::Relaxed);
-        // CAST: a process opens far fewer than 2^18 handles in a test.
-        let value = self.0.handle_base + 4 * (index as usize + 1);
+        // CAST: an index past the limit fails the check below whatever its width.
+        let offset = usize::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_add(1))
+            .and_then(|i| i.checked_mul(4))
+            .filter(|offset| *offset < 1 << USER_HANDLE_ID_SHIFT)
+            .expect("vmbus-kmcl-sim: a process opened more than 2^30 - 1 handles");
+        let value = self.0.handle_base + offset;
         lock(&self.0.handles).insert(value, object);
         handle_value(value)
     }
@@ -256,16 +369,123 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Restores the thread's previous own process when dropped (see [`Process::enter`]).
+/// A user thread of a process inside the kernel (see [`Process::enter`]); leaves it when
+/// dropped. `!Send`: a thread does not move.
+///
+/// ```compile_fail,E0277
+/// use vmbus_kmcl_sim::nt::Process;
+///
+/// let guard = Process::new("vmwp").enter();
+/// std::thread::spawn(move || drop(guard));
+/// ```
 #[must_use = "the process is left when the guard drops"]
 pub struct EnterGuard {
-    previous: Option<Process>,
+    id: u64,
+    _not_send: std::marker::PhantomData<*mut ()>,
+}
+
+impl EnterGuard {
+    /// Issues an I/O request from this thread (for example the IOCTL that carries a VMBus
+    /// handle to the driver): its requestor is the process this thread runs in now.
+    pub fn issue_irp(&self) -> Irp {
+        Irp::issue()
+    }
 }
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        OWN_PROCESS.with(|own| *own.borrow_mut() = previous);
+        let in_order = ENTERED.with(|entered| {
+            let mut entered = entered.borrow_mut();
+            let in_order = entered.last().is_some_and(|(id, _)| *id == self.id);
+            entered.retain(|(id, _)| *id != self.id);
+            in_order
+        });
+        if !in_order {
+            record(&mut kernel(), None, Violation::EnterGuardOutOfOrder);
+        }
+        publish_current_process();
+    }
+}
+
+/// A simulated I/O request packet, issued by a thread ([`Irp::issue`],
+/// [`EnterGuard::issue_irp`]). Only its address is used by the services; it is `Send`, so a
+/// test can hand it to a worker thread as a driver pends a request.
+#[derive(Debug)]
+pub struct Irp {
+    /// Storage that gives the request a unique address; never read.
+    storage: Box<u64>,
+}
+
+impl Irp {
+    /// Issues a request from the current thread: its requestor is the process that thread runs
+    /// in (its attached process, if any), read when asked. From a thread that entered no
+    /// process, that is the System process, as for a request a kernel component built itself.
+    pub fn issue() -> Irp {
+        let irp = Irp {
+            storage: Box::new(0),
+        };
+        publish_current_process();
+        kernel().irps.insert(irp.addr(), current_thread_id());
+        irp
+    }
+
+    fn addr(&self) -> usize {
+        std::ptr::from_ref::<u64>(&self.storage).addr()
+    }
+
+    /// The request as drivers see it. Only its address is meaningful.
+    pub fn as_ptr(&self) -> PIRP {
+        std::ptr::from_ref::<u64>(&self.storage)
+            .cast::<IRP>()
+            .cast_mut()
+    }
+
+    /// The process the issuing thread runs in now (what `IoGetRequestorProcess` returns).
+    pub fn requestor(&self) -> Option<Process> {
+        requestor_of(self.addr())
+    }
+}
+
+fn requestor_of(irp: usize) -> Option<Process> {
+    let published = {
+        let k = kernel();
+        let thread = k.irps.get(&irp)?;
+        k.thread_processes.get(thread).cloned()
+    };
+    Some(published.unwrap_or_else(system_process))
+}
+
+impl Drop for Irp {
+    fn drop(&mut self) {
+        kernel().irps.remove(&self.addr());
+    }
+}
+
+/// Saved per-thread process state, restored when dropped (see [`enter_system_context`]).
+pub(crate) struct SystemContext {
+    entered: Vec<(u64, Process)>,
+    attached: Vec<Process>,
+}
+
+/// Puts the current thread in the state the kernel runs driver callbacks in: the System
+/// process, nothing attached, previous mode `KernelMode`. The thread's own state comes back
+/// when the returned value drops.
+pub(crate) fn enter_system_context() -> SystemContext {
+    let saved = SystemContext {
+        entered: ENTERED.with(|entered| std::mem::take(&mut *entered.borrow_mut())),
+        attached: ATTACHED.with(|attached| std::mem::take(&mut *attached.borrow_mut())),
+    };
+    publish_current_process();
+    saved
+}
+
+impl Drop for SystemContext {
+    fn drop(&mut self) {
+        let entered = std::mem::take(&mut self.entered);
+        let attached = std::mem::take(&mut self.attached);
+        ENTERED.with(|e| *e.borrow_mut() = entered);
+        ATTACHED.with(|a| *a.borrow_mut() = attached);
+        publish_current_process();
     }
 }
 
@@ -279,7 +499,7 @@ pub fn system_process() -> Process {
 pub fn current_process() -> Process {
     ATTACHED
         .with(|attached| attached.borrow().last().cloned())
-        .or_else(|| OWN_PROCESS.with(|own| own.borrow().clone()))
+        .or_else(|| ENTERED.with(|entered| entered.borrow().last().map(|(_, p)| p.clone())))
         .unwrap_or_else(system_process)
 }
 
@@ -323,7 +543,7 @@ pub fn is_open_kernel_handle(handle: HANDLE) -> bool {
 /// Removes and returns the violations recorded so far that involve `handle` (a kernel handle
 /// value) or, with `None`, every recorded violation.
 pub fn take_violations(handle: Option<HANDLE>) -> Vec<Violation> {
-    take_matching(|_, v| match (handle, v) {
+    take_matching(|_, _, v| match (handle, v) {
         (None, _) => true,
         (Some(h), Violation::DoubleClose(value) | Violation::CloseOfInvalidHandle(value)) => {
             h.addr() == *value
@@ -336,7 +556,7 @@ pub fn take_violations(handle: Option<HANDLE>) -> Vec<Violation> {
 /// one of its kernel handles, a conversion of one of its handles into a NULL output...). A
 /// [`crate::Bus`] reports them with its own leaks and violations.
 pub fn take_violations_for_bus(bus_id: u64) -> Vec<Violation> {
-    take_matching(|bus, _| bus == Some(bus_id))
+    take_matching(|bus, _, _| bus == Some(bus_id))
 }
 
 /// The violations that concern bus `bus_id`, left in place.
@@ -344,18 +564,55 @@ pub fn violations_for_bus(bus_id: u64) -> Vec<Violation> {
     kernel()
         .violations
         .iter()
-        .filter(|(bus, _)| *bus == Some(bus_id))
-        .map(|(_, v)| v.clone())
+        .filter(|(bus, _, _)| *bus == Some(bus_id))
+        .map(|(_, _, v)| v.clone())
         .collect()
 }
 
-fn take_matching(mut keep_out: impl FnMut(Option<u64>, &Violation) -> bool) -> Vec<Violation> {
+/// The NT check of the current thread, left in place: the violations that name no bus and were
+/// committed on this thread (an unbalanced detach, a NULL output, a dereference underflow, a
+/// close of an invalid handle, a PASSIVE-only routine above PASSIVE...), then one
+/// [`Violation::LeakedProcessReferences`] for each process created on this thread that still
+/// holds references. [`crate::Bus::assert_no_leaks`] includes it.
+pub fn thread_report() -> Vec<Violation> {
+    let thread = current_thread_id();
+    let k = kernel();
+    let mut report: Vec<Violation> = k
+        .violations
+        .iter()
+        .filter(|(bus, by, _)| bus.is_none() && *by == thread)
+        .map(|(_, _, v)| v.clone())
+        .collect();
+    let mut leaked: Vec<(u64, u64)> = k
+        .processes
+        .values()
+        .filter(|p| p.0.creator == thread)
+        .map(|p| (p.0.id, p.outstanding_references()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    leaked.sort_unstable();
+    report.extend(
+        leaked
+            .into_iter()
+            .map(|(id, n)| Violation::LeakedProcessReferences(id, n)),
+    );
+    report
+}
+
+/// Removes and returns the violations that name no bus and were committed on the current thread
+/// (the first part of [`thread_report`]).
+pub fn take_thread_violations() -> Vec<Violation> {
+    let thread = current_thread_id();
+    take_matching(|bus, by, _| bus.is_none() && by == thread)
+}
+
+fn take_matching(mut keep_out: impl FnMut(Option<u64>, u64, &Violation) -> bool) -> Vec<Violation> {
     let mut k = kernel();
     let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut k.violations)
         .into_iter()
-        .partition(|(bus, v)| keep_out(*bus, v));
+        .partition(|(bus, by, v)| keep_out(*bus, *by, v));
     k.violations = kept;
-    taken.into_iter().map(|(_, v)| v).collect()
+    taken.into_iter().map(|(_, _, v)| v).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +627,12 @@ fn take_matching(mut keep_out: impl FnMut(Option<u64>, &Violation) -> bool) -> V
 #[no_mangle]
 pub unsafe extern "C" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     let value = handle.addr();
+    let bus = kernel()
+        .handles
+        .get(&value)
+        .and_then(|h| object_bus(h.object));
+    // Still closed afterwards, so that the accounting shows only the IRQL violation.
+    check_irql(bus, "ZwClose", PASSIVE_LEVEL);
     let mut k = kernel();
     if let Some(closed) = k.handles.remove(&value) {
         k.closed.push((value, object_bus(closed.object)));
@@ -401,11 +664,28 @@ pub extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
     current_process().as_eprocess()
 }
 
-/// `PsGetCurrentProcessId`: the id of the current process (attached one included).
+/// The thread's own process: the newest entered one, else the System process; attaches do not
+/// change it.
+fn own_process() -> Process {
+    ENTERED
+        .with(|entered| entered.borrow().last().map(|(_, p)| p.clone()))
+        .unwrap_or_else(system_process)
+}
+
+/// `PsGetCurrentProcessId`: the id of the thread's own process, also while it is attached to
+/// another one.
 #[no_mangle]
 pub extern "C" fn PsGetCurrentProcessId() -> HANDLE {
     // CAST: process ids are small.
-    handle_value(current_process().id() as usize)
+    handle_value(own_process().id() as usize)
+}
+
+/// `PsGetProcessId`: the id of the process object `process`; NULL for a pointer that is no
+/// process of the emulation.
+#[no_mangle]
+pub extern "C" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
+    // CAST: process ids are small.
+    process_by_pointer(process).map_or(std::ptr::null_mut(), |p| handle_value(p.id() as usize))
 }
 
 fn process_by_pointer(process: PEPROCESS) -> Option<Process> {
@@ -419,7 +699,8 @@ fn process_by_pointer(process: PEPROCESS) -> Option<Process> {
 /// `KeStackAttachProcess`: makes `process` the current process of this thread until the
 /// matching detach. An unknown process pointer is a bug check in a real kernel; here it is
 /// reported and the thread stays where it was (the state is still filled, so the detach
-/// balances).
+/// balances). Above `APC_LEVEL` it is reported and still attaches. The state records this
+/// thread and the attach depth, which the detach checks.
 ///
 /// # Safety
 ///
@@ -434,6 +715,7 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
         );
         return;
     }
+    check_irql(None, "KeStackAttachProcess", APC_LEVEL);
     let target = process_by_pointer(process).unwrap_or_else(|| {
         record(&mut kernel(), None, Violation::AttachToUnknownProcess);
         current_process()
@@ -443,15 +725,17 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
         attached.push(target);
         attached.len() as u64
     });
+    publish_current_process();
     let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
     state.Opaque[..8].copy_from_slice(&APC_STATE_MAGIC.to_ne_bytes());
     state.Opaque[8..16].copy_from_slice(&depth.to_ne_bytes());
+    state.Opaque[16..24].copy_from_slice(&current_thread_id().to_ne_bytes());
     // SAFETY: the caller guarantees `apc_state` is valid for writes of a `KAPC_STATE`.
     unsafe { apc_state.write(state) };
 }
 
 /// `KeUnstackDetachProcess`: undoes the innermost attach, which must be the one that filled
-/// `apc_state`.
+/// `apc_state`, on the thread that made it; anything else is reported and changes nothing.
 ///
 /// # Safety
 ///
@@ -467,6 +751,11 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
     let state = unsafe { apc_state.read() };
     let magic = u64::from_ne_bytes(state.Opaque[..8].try_into().unwrap_or_default());
     let depth = u64::from_ne_bytes(state.Opaque[8..16].try_into().unwrap_or_default());
+    let thread = u64::from_ne_bytes(state.Opaque[16..24].try_into().unwrap_or_default());
+    if magic == APC_STATE_MAGIC && thread != current_thread_id() {
+        record(&mut kernel(), None, Violation::DetachOnAnotherThread);
+        return;
+    }
     let balanced = ATTACHED.with(|attached| {
         let mut attached = attached.borrow_mut();
         let ok = magic == APC_STATE_MAGIC && depth == attached.len() as u64 && depth > 0;
@@ -478,6 +767,7 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
     if !balanced {
         record(&mut kernel(), None, Violation::UnbalancedDetach);
     }
+    publish_current_process();
 }
 
 /// `PsLookupProcessByProcessId`: returns the process referenced.
@@ -490,6 +780,7 @@ pub unsafe extern "C" fn PsLookupProcessByProcessId(
     process_id: HANDLE,
     process_out: *mut PEPROCESS,
 ) -> NTSTATUS {
+    check_irql(None, "PsLookupProcessByProcessId", APC_LEVEL);
     // CAST: ids are small; a larger value simply matches no process.
     let found = kernel().processes.get(&(process_id.addr() as u64)).cloned();
     let Some(found) = found else {
@@ -543,6 +834,51 @@ pub unsafe extern "C" fn ObfDereferenceObject(object: *mut c_void) -> LONG_PTR {
     0
 }
 
+/// `ObfReferenceObject`, for the process objects of this emulation: one more reference, which
+/// `ObfDereferenceObject` drops. Other pointers are ignored.
+///
+/// # Safety
+///
+/// None beyond the C contract: the pointer is only compared, never dereferenced.
+#[no_mangle]
+pub unsafe extern "C" fn ObfReferenceObject(object: *mut c_void) -> LONG_PTR {
+    if let Some(process) = process_by_pointer(object.cast()) {
+        process.0.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+    0
+}
+
+/// `IoGetRequestorProcess`: the process that issued the simulated [`Irp`] at `irp`. A pointer
+/// that is no live `Irp` is reported and answered with NULL.
+#[no_mangle]
+pub extern "C" fn IoGetRequestorProcess(irp: PIRP) -> PEPROCESS {
+    match requestor_of(irp.addr()) {
+        Some(process) => process.as_eprocess(),
+        None => {
+            record(&mut kernel(), None, Violation::UnknownIrp);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `ExGetPreviousMode`: `UserMode` on a thread that entered a process ([`Process::enter`]) and is
+/// not running a driver callback, else `KernelMode`.
+#[no_mangle]
+pub extern "C" fn ExGetPreviousMode() -> KPROCESSOR_MODE {
+    if ENTERED.with(|entered| entered.borrow().is_empty()) {
+        vmbus_kmcl_sys::nt::KernelMode
+    } else {
+        vmbus_kmcl_sys::nt::UserMode
+    }
+}
+
+/// `PsGetCurrentThread`: a distinct value for each host thread, never dereferenced.
+#[no_mangle]
+pub extern "C" fn PsGetCurrentThread() -> PETHREAD {
+    // CAST: thread ids are small.
+    handle_value(THREAD_OBJECT_BASE + 16 * current_thread_id() as usize).cast()
+}
+
 /// `ObIsKernelHandle`: TRUE for values in the kernel handle range.
 #[no_mangle]
 pub extern "C" fn ObIsKernelHandle(handle: HANDLE) -> BOOLEAN {
@@ -571,7 +907,10 @@ pub unsafe extern "C" fn VmbConvertVmbusHandleToKernelHandle(
     kernel_handle: PHANDLE,
 ) -> NTSTATUS {
     let process = current_process();
-    let object = match process.lookup(vmbus_handle) {
+    let object = process.lookup(vmbus_handle);
+    let routine = "VmbConvertVmbusHandleToKernelHandle";
+    check_irql(object.and_then(object_bus), routine, PASSIVE_LEVEL);
+    let object = match object {
         None => return STATUS_INVALID_HANDLE,
         Some(Object::Other) => return STATUS_OBJECT_TYPE_MISMATCH,
         Some(object) => object,
@@ -620,4 +959,12 @@ const _: () = {
     let _: [unsafe extern "C" fn(HANDLE) -> BOOLEAN; 2] =
         [decl::ObIsKernelHandle, ObIsKernelHandle];
     let _: [unsafe extern "C" fn() -> KIRQL; 2] = [decl::KeGetCurrentIrql, KeGetCurrentIrql];
+    let _: [unsafe extern "C" fn(*mut c_void) -> LONG_PTR; 2] =
+        [decl::ObfReferenceObject, ObfReferenceObject];
+    let _: [unsafe extern "C" fn(PIRP) -> PEPROCESS; 2] =
+        [decl::IoGetRequestorProcess, IoGetRequestorProcess];
+    let _: [unsafe extern "C" fn() -> KPROCESSOR_MODE; 2] =
+        [decl::ExGetPreviousMode, ExGetPreviousMode];
+    let _: [unsafe extern "C" fn() -> PETHREAD; 2] = [decl::PsGetCurrentThread, PsGetCurrentThread];
+    let _: [unsafe extern "C" fn(PEPROCESS) -> HANDLE; 2] = [decl::PsGetProcessId, PsGetProcessId];
 };

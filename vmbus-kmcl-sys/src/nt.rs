@@ -1,5 +1,11 @@
 //! The NT kernel services a KMCL driver needs besides KMCL itself: closing handles, the current
-//! process and attaching to another one, and the current IRQL.
+//! process and thread, the requestor of an I/O request and its previous mode, attaching to
+//! another process, object references, and the current IRQL.
+//!
+//! Only exported routines are declared as imports. The C macros among them are not:
+//! `PsGetCurrentProcess` is `IoGetCurrentProcess`, `ObDereferenceObject` and `ObReferenceObject`
+//! are [`ObfDereferenceObject`] and [`ObfReferenceObject`], and on x86_64 `KeGetCurrentIrql` is
+//! an inline read of CR8, ported here as a Rust function.
 //!
 //! They are declared here rather than taken from wdk-sys so that the crate stays small, builds on
 //! any host, and can be served by the `vmbus-kmcl-sim` emulator in tests. On Windows targets they
@@ -45,6 +51,24 @@ pub type PEPROCESS = *mut EPROCESS;
 /// Pointer to a process object, as the attach routines name it (the same type as `PEPROCESS`).
 pub type PRKPROCESS = PEPROCESS;
 
+/// A thread object (`ETHREAD`), opaque.
+#[repr(C)]
+pub struct ETHREAD {
+    _opaque: [u8; 0],
+    _not_send_sync_unpin: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
+}
+/// Pointer to a thread object.
+pub type PETHREAD = *mut ETHREAD;
+
+/// An I/O request packet (`IRP`), opaque: the services declared here only need its address.
+#[repr(C)]
+pub struct IRP {
+    _opaque: [u8; 0],
+    _not_send_sync_unpin: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
+}
+/// Pointer to an I/O request packet.
+pub type PIRP = *mut IRP;
+
 /// The saved APC state of an attach: opaque, 48 bytes, in non-paged memory or on the stack.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -78,8 +102,12 @@ unsafe extern "C" {
     /// The process the current thread runs in (attached process included), not referenced.
     /// Any IRQL up to DISPATCH_LEVEL.
     pub fn IoGetCurrentProcess() -> PEPROCESS;
-    /// The id of the current process. Read it before attaching.
+    /// The id of the process that created the current thread (its own process, also while it
+    /// is attached to another one). Any IRQL.
     pub fn PsGetCurrentProcessId() -> HANDLE;
+    /// The id of the process object `Process`: `PsGetProcessId(IoGetCurrentProcess())` is the
+    /// id of the process the thread is attached to. Any IRQL.
+    pub fn PsGetProcessId(Process: PEPROCESS) -> HANDLE;
     /// Attaches the current thread to `PROCESS`'s address space (and handle table), saving the
     /// previous state in `ApcState`. Below DISPATCH_LEVEL; undo with [`KeUnstackDetachProcess`].
     pub fn KeStackAttachProcess(PROCESS: PRKPROCESS, ApcState: PRKAPC_STATE);
@@ -91,6 +119,17 @@ unsafe extern "C" {
     pub fn ObfDereferenceObject(Object: *mut c_void) -> LONG_PTR;
     /// TRUE when `Handle` is a kernel handle (validity is not checked). At most APC_LEVEL.
     pub fn ObIsKernelHandle(Handle: HANDLE) -> BOOLEAN;
+    /// Takes one more reference of a kernel object (the routine behind `ObReferenceObject`).
+    /// At most DISPATCH_LEVEL.
+    pub fn ObfReferenceObject(Object: *mut c_void) -> LONG_PTR;
+    /// The process of the thread that issued `Irp` (the process that thread is attached to,
+    /// if any), not referenced; NULL when the request has no thread. At most DISPATCH_LEVEL.
+    pub fn IoGetRequestorProcess(Irp: PIRP) -> PEPROCESS;
+    /// The previous processor mode of the current thread: [`UserMode`] when it entered the
+    /// kernel from a user-mode system call, else [`KernelMode`]. At most DISPATCH_LEVEL.
+    pub fn ExGetPreviousMode() -> KPROCESSOR_MODE;
+    /// The current thread object, not referenced. Any IRQL.
+    pub fn PsGetCurrentThread() -> PETHREAD;
 }
 
 #[cfg(not(all(target_os = "windows", target_arch = "x86_64")))]

@@ -92,6 +92,13 @@ pub extern "C" fn VmbChannelCleanup(channel: VMBCHANNEL) {
     black_box(channel);
 }
 
+/// Null backend of `KeGetCurrentIrql`: PASSIVE_LEVEL (the debug-build IRQL checks of
+/// channel teardown read it).
+#[no_mangle]
+pub extern "C" fn KeGetCurrentIrql() -> vmbus_kmcl_sys::nt::KIRQL {
+    black_box(vmbus_kmcl_sys::nt::PASSIVE_LEVEL)
+}
+
 /// Null backend of `ZwClose` (the slot closes the VMBus handle it may own).
 #[no_mangle]
 pub extern "C" fn ZwClose(handle: vmbus_kmcl_sys::HANDLE) -> NTSTATUS {

@@ -2,11 +2,12 @@
 //!
 //! 1. the VM worker process opens the VM's VMBus device (a user-mode handle in its table);
 //! 2. it sends the handle to the driver in an IOCTL; the dispatch routine runs in the worker's
-//!    thread, so it converts the handle into a kernel handle there;
-//! 3. the kernel handle, valid in any process, goes to a server channel being initialised,
-//!    which owns it from then on and closes it after its cleanup.
+//!    thread, checks that through the request (requestor process, previous mode, IRQL) and
+//!    converts the handle into a kernel handle there;
+//! 3. the kernel handle, valid in any process, moves into a server channel being initialised,
+//!    which closes it after its cleanup.
 //!
-//! The same conversion attempted from another process fails, and at the end the emulator's
+//! The same request handled on a system worker thread is refused, and at the end the emulator's
 //! accounting shows that every handle and channel was released exactly once.
 //!
 //! Run with `cargo run -p vmbus-kmcl --example seed_flow`.
@@ -16,8 +17,8 @@ use std::ptr::NonNull;
 use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
 use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, Result, UserHandle};
-use vmbus_kmcl_sim::nt::{self, Process};
+use vmbus_kmcl::{DeviceRef, KernelHandle, Request, Result};
+use vmbus_kmcl_sim::nt::{self, Irp, Process};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::HANDLE;
 
@@ -30,9 +31,12 @@ impl<K: ChannelBackend> Handler<Server, K> for Vsp {
     }
 }
 
-/// What the driver's IRP_MJ_DEVICE_CONTROL handler does with the handle in the IOCTL buffer.
-fn on_set_vmbus_handle_ioctl(raw: HANDLE) -> Result<KernelHandle> {
-    with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+/// What the driver's IRP_MJ_DEVICE_CONTROL handler does with the IRP and the handle in its
+/// IOCTL buffer.
+fn on_set_vmbus_handle_ioctl(irp: &Irp, raw: HANDLE) -> Result<KernelHandle> {
+    // SAFETY: the simulated IRP outlives the request.
+    let request = unsafe { Request::from_raw(NonNull::new(irp.as_ptr()).expect("an IRP")) };
+    request.convert_vmbus_handle(raw)
 }
 
 fn main() -> Result<()> {
@@ -45,22 +49,28 @@ fn main() -> Result<()> {
         bus.id()
     );
 
-    // The IOCTL arrives from another process first: the value means nothing there.
-    let intruder = Process::new("intruder.exe");
+    // A driver that handles the IOCTL on a system worker thread is refused: there the value
+    // would be looked up in the System process's table. (The worker's thread waits in the
+    // kernel while its request is pending.)
     let refused = {
-        let _thread = intruder.enter();
-        on_set_vmbus_handle_ioctl(raw)
+        let thread = worker.enter();
+        let irp = thread.issue_irp();
+        let value = raw.addr();
+        std::thread::spawn(move || {
+            on_set_vmbus_handle_ioctl(&irp, std::ptr::without_provenance_mut(value)).map(drop)
+        })
+        .join()
+        .expect("the worker thread ran")
     };
     println!(
-        "the same value converted in process {}: {}",
-        intruder.id(),
+        "the same request handled on a system thread: {}",
         refused.as_ref().unwrap_err()
     );
 
     // The real IOCTL, in the worker's thread.
     let kernel = {
-        let _thread = worker.enter();
-        on_set_vmbus_handle_ioctl(raw)?
+        let thread = worker.enter();
+        on_set_vmbus_handle_ioctl(&thread.issue_irp(), raw)?
     };
     println!("converted in the worker process: {kernel:?}");
 

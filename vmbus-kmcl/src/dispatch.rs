@@ -68,6 +68,12 @@
 
 use core::fmt;
 
+#[cfg(any(
+    docsrs,
+    feature = "vmbkmcl",
+    feature = "vmbkmclr",
+    not(target_os = "windows")
+))]
 use vmbus_kmcl_sys as sys;
 use vmbus_kmcl_sys::{
     BOOLEAN, GUID, HANDLE, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_VERSION_V1,
@@ -1207,7 +1213,7 @@ impl fmt::Display for KmclFunction {
 /// find the channel's context from the bare `VMBCHANNEL`, which is all a KMCL callback
 /// receives.
 ///
-/// Implemented by [`Linked`] and by `&ClientInterface` and `&ServerInterface` (a channel
+/// Implemented by `Linked` and by `&ClientInterface` and `&ServerInterface` (a channel
 /// borrows its table); sealed.
 ///
 /// A table backend finds the context through the table's `VmbChannelGetPointer` entry, which

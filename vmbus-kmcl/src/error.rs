@@ -40,6 +40,34 @@ pub enum Error {
         /// The smallest value accepted.
         minimum: u32,
     },
+    /// The current thread does not run in the process the context (or user handle) was made
+    /// for: `IoGetCurrentProcess` returned another process. Raised by every conversion before
+    /// KMCL is called, so a value of one process is never looked up in another's table.
+    #[error("the thread does not run in the process of the context")]
+    WrongProcess,
+    /// The current IRQL (one read of `KeGetCurrentIrql`) is above the highest level the
+    /// operation allows.
+    #[error("IRQL {current} is above the highest allowed, {maximum}")]
+    IrqlTooHigh {
+        /// The IRQL the call was made at.
+        current: u8,
+        /// The highest IRQL the operation allows.
+        maximum: u8,
+    },
+    /// The value can never be a user-mode handle: it is NULL, or it has the kernel-handle bit
+    /// (the sign bit on 64-bit Windows, also set in the pseudo-handles) set.
+    #[error("the value is not a user-mode handle")]
+    NotAUserHandle,
+    /// The request's thread did not enter the kernel from user mode: `ExGetPreviousMode` is not
+    /// `UserMode`, so handle values in the request were not chosen by a user-mode process.
+    #[error("the request did not come from user mode")]
+    NotFromUserMode,
+    /// The process that issued the request (`IoGetRequestorProcess`) is not the process the
+    /// thread runs in (`IoGetCurrentProcess`), or the thread is attached to a process that is
+    /// not its own: the request is handled on another thread (a worker thread, a work item, a
+    /// DPC) or inside an attach, or has no thread.
+    #[error("the request's process is not the current process")]
+    RequestorMismatch,
     /// A queried KMCL interface table has no entry (a NULL pointer) for this function.
     #[error("the KMCL interface table has no entry for {0}")]
     MissingTableEntry(crate::dispatch::KmclFunction),
@@ -91,15 +119,28 @@ impl Error {
         }
     }
 
-    /// The status a driver would report for this error: the status the call returned,
-    /// `STATUS_INVALID_PARAMETER` for inputs the wrapper rejected, or `STATUS_NOT_SUPPORTED`
-    /// for an interface table the wrapper cannot use.
+    /// The status a driver would report for this error (for instance to complete the IRP):
+    ///
+    /// | error | status |
+    /// |---|---|
+    /// | [`Status`](Self::Status), [`Unexpected`](Self::Unexpected) | the status the call returned |
+    /// | [`LengthNotMultipleOf8`](Self::LengthNotMultipleOf8), [`LengthTooLarge`](Self::LengthTooLarge), [`BelowMinimum`](Self::BelowMinimum) | `STATUS_INVALID_PARAMETER` |
+    /// | [`WrongProcess`](Self::WrongProcess), [`RequestorMismatch`](Self::RequestorMismatch) | `STATUS_ACCESS_DENIED` |
+    /// | [`NotFromUserMode`](Self::NotFromUserMode) | `STATUS_INVALID_DEVICE_REQUEST` |
+    /// | [`NotAUserHandle`](Self::NotAUserHandle) | `STATUS_INVALID_HANDLE` |
+    /// | [`IrqlTooHigh`](Self::IrqlTooHigh) | `STATUS_INVALID_DEVICE_STATE` |
+    /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch), [`TableOfAnotherKmcl`](Self::TableOfAnotherKmcl) | `STATUS_NOT_SUPPORTED` |
+    /// | [`MmioBothZero`](Self::MmioBothZero), [`InvalidVtl`](Self::InvalidVtl), [`UndefinedFlags`](Self::UndefinedFlags) | `STATUS_INVALID_PARAMETER` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
             Self::LengthNotMultipleOf8 { .. }
             | Self::LengthTooLarge
             | Self::BelowMinimum { .. } => NtStatus::INVALID_PARAMETER,
+            Self::WrongProcess | Self::RequestorMismatch => NtStatus::ACCESS_DENIED,
+            Self::NotFromUserMode => NtStatus::INVALID_DEVICE_REQUEST,
+            Self::NotAUserHandle => NtStatus::INVALID_HANDLE,
+            Self::IrqlTooHigh { .. } => NtStatus::INVALID_DEVICE_STATE,
             Self::MissingTableEntry(_)
             | Self::InterfaceTableMismatch { .. }
             | Self::TableOfAnotherKmcl => NtStatus::NOT_SUPPORTED,
@@ -120,8 +161,9 @@ impl From<Error> for NtStatus {
 /// The result of a wrapper call.
 pub type Result<T = (), E = Error> = core::result::Result<T, E>;
 
-// The error path stays cheap: a `Result<()>` fits in one register (8 bytes), which the Windows
-// x64 ABI returns in RAX rather than through memory.
+// The error path stays cheap: an `Error`, and a `Result<()>`, fit in one register (8 bytes),
+// which the Windows x64 ABI returns in RAX rather than through memory.
+const _: () = assert!(core::mem::size_of::<Error>() == 8);
 const _: () = assert!(core::mem::size_of::<Result<()>>() <= 8);
 
 #[cfg(test)]
@@ -146,6 +188,27 @@ mod tests {
             NtStatus::from(Error::BelowMinimum { minimum: 1 }),
             NtStatus::INVALID_PARAMETER
         );
+    }
+
+    #[test]
+    fn every_refusal_has_its_status() {
+        let refusals = [
+            (Error::WrongProcess, NtStatus::ACCESS_DENIED),
+            (Error::RequestorMismatch, NtStatus::ACCESS_DENIED),
+            (Error::NotFromUserMode, NtStatus::INVALID_DEVICE_REQUEST),
+            (Error::NotAUserHandle, NtStatus::INVALID_HANDLE),
+            (
+                Error::IrqlTooHigh {
+                    current: 2,
+                    maximum: 0,
+                },
+                NtStatus::INVALID_DEVICE_STATE,
+            ),
+        ];
+        for (error, status) in refusals {
+            assert_eq!(error.status(), status);
+            assert!(error.status().is_error());
+        }
     }
 
     #[test]

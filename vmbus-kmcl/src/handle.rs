@@ -12,7 +12,8 @@ use core::ptr::NonNull;
 
 use vmbus_kmcl_sys::{nt, HANDLE};
 
-use crate::error::Result;
+use crate::error::Error;
+use crate::irql;
 use crate::status::to_result;
 
 /// An open kernel handle, closed with `ZwClose` when dropped.
@@ -27,7 +28,10 @@ use crate::status::to_result;
 ///
 /// # IRQL
 ///
-/// Dropping or closing calls `ZwClose`, which requires `PASSIVE_LEVEL`.
+/// Dropping or closing calls `ZwClose`, which requires `PASSIVE_LEVEL`. [`KernelHandle::close`]
+/// checks the level and hands the handle back above it; `Drop` cannot, so it only carries a debug
+/// assertion, and the rule is the driver's: drop kernel handles at `PASSIVE_LEVEL` (see the
+/// [`irql`](crate::irql) module for why).
 #[repr(transparent)]
 pub struct KernelHandle(NonNull<c_void>);
 
@@ -76,32 +80,42 @@ impl KernelHandle {
     }
 
     /// Closes the handle now and reports `ZwClose`'s status (dropping closes it too but ignores
-    /// the status). `PASSIVE_LEVEL`.
-    #[doc(alias = "ZwClose")]
+    /// the status). `PASSIVE_LEVEL` (checked).
     ///
     /// # Errors
     ///
-    /// The failing status of `ZwClose` (for instance `STATUS_HANDLE_NOT_CLOSABLE`). The handle
-    /// is given up either way.
-    pub fn close(self) -> Result<()> {
+    /// - `(Error::IrqlTooHigh, Some(self))` above `PASSIVE_LEVEL`: nothing was called, and the
+    ///   still-open handle comes back to be closed later;
+    /// - `(Error::Status(status), None)` with the failing status of `ZwClose` (for instance
+    ///   `STATUS_HANDLE_NOT_CLOSABLE`): the handle is given up.
+    #[doc(alias = "ZwClose")]
+    pub fn close(self) -> core::result::Result<(), (Error, Option<KernelHandle>)> {
+        if let Err(error) = irql::require_at_most(irql::PASSIVE_LEVEL) {
+            return Err((error, Some(self)));
+        }
         let handle = self.into_raw();
         // SAFETY:
         // - `handle` is an open kernel handle that this call now owns (type invariant, ownership
         //   released by `into_raw`), and it is closed exactly once, here;
-        // - the caller runs at PASSIVE_LEVEL, as documented on this method.
-        to_result(unsafe { nt::ZwClose(handle) })
+        // - the IRQL is PASSIVE_LEVEL (checked above).
+        to_result(unsafe { nt::ZwClose(handle) }).map_err(|error| (error, None))
     }
 }
 
 impl Drop for KernelHandle {
     /// Closes the handle (`ZwClose`). PASSIVE_LEVEL: the type is `Send`, but whichever thread
-    /// drops it must run at PASSIVE_LEVEL.
+    /// drops it must run at PASSIVE_LEVEL (a debug assertion checks it).
     #[inline]
     fn drop(&mut self) {
+        debug_assert!(
+            irql::current() == irql::PASSIVE_LEVEL,
+            "vmbus-kmcl: a KernelHandle dropped above PASSIVE_LEVEL (ZwClose is PASSIVE only)"
+        );
         // SAFETY:
         // - by the type invariant the handle is open and owned by `self`, which is being
         //   destroyed, so this is the single close;
-        // - dropping happens at PASSIVE_LEVEL, as documented on the type.
+        // - dropping happens at PASSIVE_LEVEL, as documented on the type (asserted in debug
+        //   builds).
         let _status = unsafe { nt::ZwClose(self.0.as_ptr()) };
     }
 }

@@ -3,23 +3,25 @@
 //! KMCL is the Windows kernel API that virtualization service providers (VSPs, in the root
 //! partition) and their guest-side clients (VSCs) use to offer and open VMBus channels, exchange
 //! packets, share memory and save/restore channel state. This crate wraps the raw declarations
-//! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types:
+//! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types and checks:
 //!
 //! * [`dispatch`]: every call reaches KMCL through one trait, either through the direct
 //!   exports (`dispatch::Linked`, with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
 //!   sim) or through a queried interface table ([`dispatch::ClientInterface`],
 //!   [`dispatch::ServerInterface`]), which needs no link dependency at all.
-//! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
-//!   while still inline), with its payload bounded by the KMCL length and read through
-//!   `zerocopy` message types, checked and copied once.
 //! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not
 //!   finished yet" are values of the functions that return them, never errors.
 //! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
-//! * [`ProcessContext`] and [`UserHandle`]: a user-mode handle usable only while the thread runs
-//!   in the process that owns it, enforced at compile time.
+//! * [`process`]: [`Request`], [`ProcessContext`], [`UserHandle`] and [`DeferredHandle`]: a
+//!   user-mode handle converted only in the process it came from.
+//! * [`irql`]: the IRQL checks of the PASSIVE-only operations.
 //! * [`channel`]: typestate channels for both roles (builder → enabled channel → builder
 //!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
-//!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids.
+//!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids. A
+//!   server channel owns the kernel handle naming its VM.
+//! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
+//!   while still inline), with its payload bounded by the KMCL length and read through
+//!   `zerocopy` message types, checked and copied once.
 //!
 //! The crate is `#![no_std]` and needs no allocator. On a host, the `vmbus-kmcl-sim` crate
 //! emulates KMCL and the kernel, so the same code runs in `cargo test`.
@@ -28,23 +30,24 @@
 //!
 //! A VSP learns which VM to serve from the VM worker process: the worker opens the VM's VMBus
 //! device and sends the user-mode handle in an IOCTL. The driver's dispatch routine runs in the
-//! worker's thread, so it can convert the handle into a kernel handle there; the kernel handle
-//! is valid everywhere and goes to the server channel it sets up.
+//! worker's thread, so it converts the handle into a kernel handle there; the kernel handle is
+//! valid everywhere and goes to the server channel it sets up.
 //!
 //! ```
 //! use core::pin::Pin;
 //! use vmbus_kmcl::channel::{ChannelSlot, Handler, Server, ServerBuilder};
 //! use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
-//! use vmbus_kmcl::{with_current_process, Guid, KernelHandle, Result, UserHandle};
+//! use vmbus_kmcl::process::Request;
+//! use vmbus_kmcl::{Guid, KernelHandle, Result};
 //! use vmbus_kmcl_sys::HANDLE;
 //!
-//! /// IRP_MJ_DEVICE_CONTROL, running in the worker process's thread (IRQL PASSIVE_LEVEL).
-//! fn on_set_vmbus_handle_ioctl(raw: HANDLE) -> Result<KernelHandle> {
-//!     with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+//! /// IRP_MJ_DEVICE_CONTROL, with the IRP it received and the value from its buffer.
+//! fn on_set_vmbus_handle_ioctl(request: &Request<'_>, raw: HANDLE) -> Result<KernelHandle> {
+//!     request.convert_vmbus_handle(raw)
 //! }
 //!
-//! /// Later, in any thread: offer a channel to that VM. The channel takes the kernel handle
-//! /// and closes it after its cleanup.
+//! /// Later, in any thread at PASSIVE_LEVEL: offer a channel to that VM. The channel takes the
+//! /// kernel handle and closes it after its cleanup.
 //! fn offer<H, K>(slot: Pin<&mut ChannelSlot<'_, H, K>>, vm: KernelHandle, id: Guid) -> Result<()>
 //! where
 //!     H: Handler<Server, K>,
@@ -65,14 +68,39 @@
 //! # }
 //! ```
 //!
+//! # What is guaranteed, and by what
+//!
+//! Checked at run time, each by one read and one compare before the kernel or KMCL is called
+//! (the seed path's cost is measured by the project's instruction-count gate, against a raw
+//! driver doing the same checks):
+//!
+//! | check | refusal |
+//! |---|---|
+//! | the requestor process (`IoGetRequestorProcess`) is the current process ([`Request`]) | [`Error::RequestorMismatch`] |
+//! | the previous mode is `UserMode` (`ExGetPreviousMode`, [`Request`]) | [`Error::NotFromUserMode`] |
+//! | the current process is the context's (`IoGetCurrentProcess`, every conversion) | [`Error::WrongProcess`] |
+//! | the value is not NULL and has no kernel-handle bit ([`UserHandle::new`]) | [`Error::NotAUserHandle`] |
+//! | the IRQL is at most the operation's level (`KeGetCurrentIrql`, see [`irql`]) | [`Error::IrqlTooHigh`] |
+//!
+//! The attach guard of [`ProcessRef::attach`] panics (a bug check in a driver) when it would
+//! detach on another thread or out of order.
+//!
 //! What the compiler rejects (each case is a compile-fail test in `tests/ui`): a [`UserHandle`]
 //! escaping its scope, stored outside it, or sent to another thread; a [`ProcessContext`] shared
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
-//! attach to another process; a [`KernelHandle`] used after it was moved or closed, or closed
-//! after a channel took it; a channel outliving its device object; converting a raw
-//! handle without a [`ProcessContext`]; an incoming packet answered twice, used after its
-//! answer, kept past its callback or sent to another thread while inline, an external-data view
-//! used after the packet's completion, and a detached packet deferred to passive level.
+//! attach; a user handle made in an attached context without `unsafe`; a request context made
+//! without a request or without `unsafe`; a [`KernelHandle`] used after it was moved or closed,
+//! or used after it moved into a channel; a channel outliving its device object; a server-only
+//! setter on a client builder; configuring a channel after enabling it; pausing or starting a
+//! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
+//! channel through a client table; an incoming packet answered twice, used after its answer,
+//! kept past its callback or sent to another thread while inline, an external-data view used
+//! after the packet's completion, and a detached packet deferred to passive level.
+//!
+//! What remains the driver's duty: wrap in a request context only values that request carried;
+//! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
+//! suspend a stackful coroutine inside a scope of this crate (the run-time checks above still
+//! refuse what such a coroutine would otherwise make possible).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -81,16 +109,18 @@ pub mod dispatch;
 mod error;
 mod guid;
 mod handle;
+pub mod irql;
 pub mod packet;
-mod process;
-mod status;
+pub mod process;
+pub mod status;
 
 pub use channel::DeviceRef;
 pub use error::{Error, Result};
 pub use guid::{Guid, GuidParseError};
 pub use handle::KernelHandle;
 pub use process::{
-    with_current_process, HandleValue, ProcessContext, ProcessId, ProcessRef, UserHandle,
+    with_current_process, DeferredHandle, ProcessContext, ProcessId, ProcessRef, Request,
+    RequestContext, UserHandle,
 };
 pub use status::{to_result, NtStatus, Severity};
 

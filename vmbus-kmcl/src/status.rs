@@ -80,6 +80,9 @@ statuses! {
     INVALID_CID = 0xC000_000B,
     /// `STATUS_INVALID_PARAMETER`: a parameter is invalid.
     INVALID_PARAMETER = 0xC000_000D,
+    /// `STATUS_INVALID_DEVICE_REQUEST`: the request is not valid for this device (for example
+    /// a request that did not come from user mode where one from user mode is required).
+    INVALID_DEVICE_REQUEST = 0xC000_0010,
     /// `STATUS_MORE_PROCESSING_REQUIRED`: from a restore, the chunk was taken and more are
     /// expected. Error severity, yet not a failure there.
     MORE_PROCESSING_REQUIRED = 0xC000_0016,
@@ -103,6 +106,9 @@ statuses! {
     INVALID_PARAMETER_3 = 0xC000_00F1,
     /// `STATUS_CANCELLED`: the wait timed out and the request was cancelled.
     CANCELLED = 0xC000_0120,
+    /// `STATUS_INVALID_DEVICE_STATE`: the device (here: the processor, at too high an IRQL) is
+    /// not in a state that allows the request.
+    INVALID_DEVICE_STATE = 0xC000_0184,
     /// `STATUS_HANDLE_NOT_CLOSABLE`: the handle is protected from closing.
     HANDLE_NOT_CLOSABLE = 0xC000_0235,
     /// `STATUS_DEVICE_REMOVED`: the channel is shutting down.
@@ -250,7 +256,7 @@ mod tests {
 
     #[test]
     fn every_documented_status_has_its_value_and_name() {
-        let documented: [(NtStatus, u32); 12] = [
+        let documented: [(NtStatus, u32); 14] = [
             (NtStatus::SUCCESS, 0x0000_0000),
             (NtStatus::PENDING, 0x0000_0103),
             (NtStatus::BUFFER_OVERFLOW, 0x8000_0005),
@@ -262,6 +268,8 @@ mod tests {
             (NtStatus::INVALID_PARAMETER_2, 0xC000_00F0),
             (NtStatus::INVALID_PARAMETER_3, 0xC000_00F1),
             (NtStatus::CANCELLED, 0xC000_0120),
+            (NtStatus::INVALID_DEVICE_REQUEST, 0xC000_0010),
+            (NtStatus::INVALID_DEVICE_STATE, 0xC000_0184),
             (NtStatus::DEVICE_REMOVED, 0xC000_02B6),
         ];
         for (status, bits) in documented {

@@ -13,9 +13,7 @@ use vmbus_kmcl::channel::{
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{
-    guid, with_current_process, DeviceRef, Error, Guid, KernelHandle, NtStatus, UserHandle,
-};
+use vmbus_kmcl::{guid, DeviceRef, Error, Guid, KernelHandle, NtStatus, Request};
 use vmbus_kmcl_sim::nt::{current_irql, Process};
 use vmbus_kmcl_sim::{Bus, ChannelState};
 use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
@@ -144,8 +142,11 @@ fn guest(bus: &Bus) -> DeviceRef<'_> {
 fn converted(bus: &Bus) -> KernelHandle {
     let worker = Process::new("vmwp");
     let raw = bus.open_vmbus_handle_in(&worker);
-    let _thread = worker.enter();
-    with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle()).unwrap()
+    let thread = worker.enter();
+    let irp = thread.issue_irp();
+    // SAFETY: the simulated IRP outlives the request.
+    let request = unsafe { Request::from_raw(NonNull::new(irp.as_ptr()).unwrap()) };
+    request.convert_vmbus_handle(raw).unwrap()
 }
 
 fn strings(entries: &[&str]) -> Vec<String> {
@@ -292,7 +293,7 @@ fn pause_and_start_run_suspend_then_started_and_post_started() {
     vsp.handler().take();
     vsc.handler().take();
 
-    vsp.pause();
+    vsp.pause().unwrap();
     assert_eq!(vsp.handler().take(), strings(&["suspend"]));
     assert!(bus.channel_info(vsp.as_raw()).unwrap().paused);
     vsp.start();
@@ -448,14 +449,19 @@ fn setters_validate_before_calling_kmcl() {
 fn the_server_channel_owns_its_vmbus_handle_and_closes_it_after_cleanup() {
     let bus = Bus::new();
     let kernel = converted(&bus);
+    let value = kernel.as_raw();
     let mut slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsp = ServerBuilder::allocate(slot.as_mut()).unwrap();
+    assert!(!bus.server_vmbus_handle_set(vsp.as_raw()));
     vsp.set_vmbus_handle(kernel).unwrap();
     assert!(bus.server_vmbus_handle_set(vsp.as_raw()));
+    assert_eq!(vsp.vmbus_handle().map(KernelHandle::as_raw), Some(value));
     assert_eq!(vmbus_kmcl_sim::nt::open_kernel_handles_for_bus(bus.id()), 1);
     vsp.set_interface_id(TYPE, INSTANCE).unwrap();
     let vsp = vsp.enable().unwrap();
+    assert_eq!(vsp.vmbus_handle().map(KernelHandle::as_raw), Some(value));
     drop(vsp);
+    assert!(!vmbus_kmcl_sim::nt::is_open_kernel_handle(value));
     assert_eq!(vmbus_kmcl_sim::nt::open_kernel_handles_for_bus(bus.id()), 0);
     bus.assert_no_leaks();
 }
@@ -595,4 +601,45 @@ fn role_name<R: Role>() -> &'static str {
 fn roles_are_types() {
     assert_eq!(role_name::<Server>(), "server");
     assert_eq!(role_name::<Client>(), "client");
+}
+
+#[test]
+fn passive_only_calls_are_refused_above_passive() {
+    use vmbus_kmcl_sys::nt::DISPATCH_LEVEL;
+    let bus = Bus::new();
+    let mut slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
+    let previous = vmbus_kmcl_sim::nt::set_current_irql(DISPATCH_LEVEL);
+    let result = ServerBuilder::allocate(slot.as_mut());
+    vmbus_kmcl_sim::nt::set_current_irql(previous);
+    assert!(matches!(
+        result,
+        Err(Error::IrqlTooHigh {
+            current: DISPATCH_LEVEL,
+            maximum: PASSIVE_LEVEL
+        })
+    ));
+    drop(result);
+    assert_eq!(bus.leak_report().channels, 0);
+
+    let mut vsp = ServerBuilder::allocate(slot.as_mut()).unwrap();
+    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
+    let previous = vmbus_kmcl_sim::nt::set_current_irql(DISPATCH_LEVEL);
+    let failed = vsp.enable().unwrap_err();
+    vmbus_kmcl_sim::nt::set_current_irql(previous);
+    assert!(matches!(failed.error(), Error::IrqlTooHigh { .. }));
+    // The builder came back: enabling at PASSIVE_LEVEL works.
+    let vsp = failed.into_builder().enable().unwrap();
+    drop(vsp);
+    assert_eq!(bus.leak_report().channels, 0);
+
+    let mut vsp = ServerBuilder::allocate(slot.as_mut()).unwrap();
+    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
+    let vsp = vsp.enable().unwrap();
+    let previous = vmbus_kmcl_sim::nt::set_current_irql(DISPATCH_LEVEL);
+    let paused = vsp.pause();
+    vmbus_kmcl_sim::nt::set_current_irql(previous);
+    assert!(matches!(paused, Err(Error::IrqlTooHigh { .. })));
+    drop(vsp);
+    assert!(bus.take_violations().is_empty());
+    bus.assert_no_leaks();
 }

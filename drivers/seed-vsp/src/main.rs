@@ -12,8 +12,10 @@ use core::pin::{pin, Pin};
 use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
 use vmbus_kmcl::dispatch::Linked;
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{with_current_process, DeviceRef, KernelHandle, NtStatus, Result, UserHandle};
+use vmbus_kmcl::{DeviceRef, KernelHandle, NtStatus, Request, Result};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PVOID};
+
+mod rt;
 
 /// The VSP's channel handler. This example only sets channels up; it fails any packet.
 pub struct Vsp;
@@ -24,11 +26,11 @@ impl Handler<Server, Linked> for Vsp {
     }
 }
 
-/// Converts the VMBus handle the worker process sent in an IOCTL (dispatch routine, worker's
-/// thread, PASSIVE_LEVEL).
+/// Converts the VMBus handle the worker process sent in an IOCTL: called by the dispatch
+/// routine with the IRP it received; the request checks that it runs in the worker's thread.
 #[inline(never)]
-pub fn vmbus_handle_from_worker(raw: HANDLE) -> Result<KernelHandle> {
-    with_current_process(|cx| UserHandle::new(raw, cx).to_kernel_handle())
+pub fn vmbus_handle_from_worker(request: &Request<'_>, raw: HANDLE) -> Result<KernelHandle> {
+    request.convert_vmbus_handle(raw)
 }
 
 /// Allocates a server channel in `slot` and points it at the worker's VM; the channel owns the
@@ -53,7 +55,9 @@ pub fn bind_channel<'s>(
 pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: PVOID) -> NTSTATUS {
     if driver_object.is_null() {
         // Never true when the I/O manager calls us; keeps the code reachable for the linker.
-        let kernel = match vmbus_handle_from_worker(driver_object) {
+        // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
+        let request = unsafe { Request::from_raw(core::ptr::NonNull::dangling()) };
+        let kernel = match vmbus_handle_from_worker(&request, driver_object) {
             Ok(kernel) => kernel,
             Err(error) => return error.status().into(),
         };
@@ -66,50 +70,4 @@ pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: 
         };
     }
     NtStatus::SUCCESS.into()
-}
-
-// The C runtime routines that `core` calls are exported by the kernel itself.
-#[allow(
-    dead_code,
-    reason = "declared only so that `core`'s references resolve to these imports"
-)]
-#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
-unsafe extern "C" {
-    fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
-    fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
-    fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8;
-    fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32;
-}
-
-#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
-unsafe extern "system" {
-    /// Stops the system with a bug check; never returns.
-    fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
-}
-
-/// The bug check code a Rust panic in this driver raises: a private value ("RSP!" in ASCII), so a
-/// crash dump tells it from the system's own codes.
-const PANIC_BUG_CHECK: u32 = 0x5253_5021;
-
-/// Tells the MSVC linker model that floating point is in use; any driver with Rust's `core`
-/// defines it.
-#[no_mangle]
-#[used]
-static _fltused: i32 = 0;
-
-/// The precompiled `core` carries unwind tables that name the MSVC C++ personality routine.
-/// With `panic = "abort"` nothing ever unwinds, so it is never called; if it were, that would be
-/// a bug: stop the system. (Kernel C code gets it from the WDK's runtime library, which this
-/// image does not link.)
-#[no_mangle]
-extern "C" fn __CxxFrameHandler3() -> ! {
-    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
-    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 1, 0, 0, 0) }
-}
-
-/// A panic in a driver is a bug: stop the system with a bug check (a kernel cannot unwind).
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
-    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 0, 0, 0, 0) }
 }

@@ -85,6 +85,7 @@ pub type ClientBuilder<'s, H, K> = ChannelBuilder<'s, Client, H, K>;
 impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> ChannelBuilder<'s, R, H, K> {
     /// Allocates a channel of role `R` in `slot`; see the role's `allocate`.
     fn allocate_in<'dev: 's>(slot: Pin<&'s mut ChannelSlot<'dev, H, K>>) -> Result<Self> {
+        crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL)?;
         let slot: &'s ChannelSlot<'s, H, K> = ChannelSlot::pinned_ref(slot);
         slot.teardown();
         let kmcl = slot.kmcl();
@@ -161,20 +162,32 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> ChannelBuilder<'s, R, H, 
     /// Enables the channel (`VmbChannelEnable`): a server offers it, a client opens the
     /// matching offer or waits for one. Returns without waiting for the peer; the handler's
     /// [`opened`](Handler::opened) reports the open. A server's flow starts with
-    /// [`Channel::start`]; a client's runs at once. PASSIVE_LEVEL.
+    /// [`Channel::start`]; a client's runs at once. PASSIVE_LEVEL (checked).
     ///
     /// # Errors
     ///
-    /// The failing status of `VmbChannelEnable` (the builder is dropped, which cleans the
-    /// channel up).
+    /// An [`EnableError`] carrying [`Error::IrqlTooHigh`] above PASSIVE_LEVEL, or the failing
+    /// status of `VmbChannelEnable`, and the builder, unchanged: drop it (at PASSIVE_LEVEL) to
+    /// clean the channel up, or fix what failed and enable again. `?` turns it into the
+    /// [`Error`], dropping the builder.
     #[doc(alias = "VmbChannelEnable")]
-    pub fn enable(self) -> Result<Channel<'s, R, H, K>> {
+    pub fn enable(self) -> core::result::Result<Channel<'s, R, H, K>, EnableError<'s, R, H, K>> {
+        if let Err(error) = crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL) {
+            return Err(EnableError {
+                error,
+                builder: self,
+            });
+        }
         let kmcl = self.slot.kmcl();
         // SAFETY: a live, configured, disabled channel (invariant); everything registered
-        // during configuration lives in the pinned slot or is `'static`.
+        // during configuration lives in the pinned slot or is `'static`; PASSIVE_LEVEL
+        // (checked above).
         let status = unsafe { kmcl.channel_enable(self.raw()) };
         if status != NtStatus::SUCCESS.to_raw() {
-            return Err(Error::from_failed_call(status));
+            return Err(EnableError {
+                error: Error::from_failed_call(status),
+                builder: self,
+            });
         }
         // SAFETY: `VmbChannelEnable` succeeded.
         unsafe { self.slot.set_enabled(true) };
@@ -335,7 +348,8 @@ impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'
     ///
     /// # Errors
     ///
-    /// [`Error::TableOfAnotherKmcl`] for a table backend of another KMCL than the tables in
+    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; [`Error::TableOfAnotherKmcl`] for a table
+    /// backend of another KMCL than the tables in
     /// use; the failing status of `VmbChannelAllocate` or of a callback registration (then
     /// nothing stays allocated).
     #[doc(alias = "VmbChannelAllocate")]
@@ -435,24 +449,33 @@ impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'
     ///
     /// The channel takes the handle: it stays open while the channel exists (KMCL does not
     /// document whether it takes its own reference) and is closed right after the channel is
-    /// cleaned up. Nothing else can close it meanwhile, since it was moved in.
+    /// cleaned up. Nothing else can close it meanwhile, since it was moved in. Set it once: a
+    /// second successful call closes the first handle, and KMCL does not document whether it
+    /// still uses a replaced one.
     ///
     /// # Errors
     ///
     /// The failing status of the call (e.g. `STATUS_INVALID_PARAMETER_2` for a handle naming
-    /// no VMBus); the handle is closed then.
+    /// no VMBus); KMCL did not take the handle then, and it is closed at once.
     #[doc(alias = "VmbServerChannelInitSetVmbusHandle")]
     pub fn set_vmbus_handle(&mut self, handle: KernelHandle) -> Result<&mut Self> {
-        // SAFETY: a live server channel in its init phase (invariant); the handle is open and
-        // kept by the slot until after the channel's cleanup.
-        let status = unsafe {
+        // SAFETY: a live server channel in its init phase (invariant); the handle is open and,
+        // on success, kept by the slot until after the channel's cleanup.
+        to_result(unsafe {
             self.slot
                 .kmcl()
                 .server_channel_init_set_vmbus_handle(self.raw(), handle.as_raw())
-        };
+        })?;
         self.slot.keep_vmbus_handle(handle);
-        to_result(status)?;
         Ok(self)
+    }
+
+    /// The kernel handle the channel was bound to, if
+    /// [`set_vmbus_handle`](Self::set_vmbus_handle) succeeded; the channel keeps owning it.
+    pub fn vmbus_handle(&self) -> Option<&KernelHandle> {
+        // SAFETY: the handle is only replaced by `set_vmbus_handle` (`&mut self`) and closed by
+        // the teardown that consumes the builder, neither possible while `&self` is borrowed.
+        unsafe { self.slot.vmbus_handle() }
     }
 }
 
@@ -463,7 +486,8 @@ impl<'s, H: Handler<Client, K>, K: ChannelBackend> ChannelBuilder<'s, Client, H,
     ///
     /// # Errors
     ///
-    /// [`Error::TableOfAnotherKmcl`] for a table backend of another KMCL than the tables in
+    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; [`Error::TableOfAnotherKmcl`] for a table
+    /// backend of another KMCL than the tables in
     /// use; the failing status of `VmbChannelAllocate` or of a callback registration (then
     /// nothing stays allocated).
     #[doc(alias = "VmbChannelAllocate")]
@@ -538,6 +562,45 @@ impl<R, H, K: ChannelBackend> Drop for ChannelBuilder<'_, R, H, K> {
     #[doc(alias = "VmbChannelCleanup")]
     fn drop(&mut self) {
         self.slot.teardown();
+    }
+}
+
+/// A failed [`ChannelBuilder::enable`]: the error, and the builder it consumed, handed back.
+pub struct EnableError<'s, R, H, K: ChannelBackend> {
+    error: Error,
+    builder: ChannelBuilder<'s, R, H, K>,
+}
+
+impl<'s, R, H, K: ChannelBackend> EnableError<'s, R, H, K> {
+    /// Why the channel was not enabled.
+    pub fn error(&self) -> Error {
+        self.error
+    }
+
+    /// The builder, to reconfigure and enable again, or to drop at PASSIVE_LEVEL.
+    pub fn into_builder(self) -> ChannelBuilder<'s, R, H, K> {
+        self.builder
+    }
+}
+
+impl<R, H, K: ChannelBackend> From<EnableError<'_, R, H, K>> for Error {
+    /// The error; the builder is dropped, which cleans the channel up.
+    fn from(failed: EnableError<'_, R, H, K>) -> Self {
+        failed.error
+    }
+}
+
+impl<R, H, K: ChannelBackend> core::fmt::Debug for EnableError<'_, R, H, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EnableError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, H, K: ChannelBackend> core::fmt::Display for EnableError<'_, R, H, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "the channel was not enabled: {}", self.error)
     }
 }
 

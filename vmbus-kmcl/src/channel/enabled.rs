@@ -91,10 +91,16 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
     /// Pauses the channel (`VmbChannelPause`) and waits until the handler's `suspend` ran and
     /// every incoming packet is completed (held packets must be completed from another thread,
     /// or this waits forever). PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IrqlTooHigh`](crate::Error::IrqlTooHigh) above PASSIVE_LEVEL, before any call.
     #[doc(alias = "VmbChannelPause")]
-    pub fn pause(&self) {
+    pub fn pause(&self) -> Result<()> {
+        crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL)?;
         // SAFETY: enabled (invariant), and not inside a state callback (see `start`).
         unsafe { self.ops.pause() };
+        Ok(())
     }
 
     /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
@@ -154,6 +160,14 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
         self.slot.handler()
     }
 
+    /// The VMBus kernel handle a server channel was bound to (see
+    /// [`ChannelBuilder::set_vmbus_handle`]); the channel keeps owning it.
+    pub fn vmbus_handle(&self) -> Option<&crate::KernelHandle> {
+        // SAFETY: an enabled channel never replaces its handle, and the teardown that closes it
+        // consumes the channel, which `&self` prevents while the reference lives.
+        unsafe { self.slot.vmbus_handle() }
+    }
+
     /// The raw channel handle, for calls this crate does not wrap. The channel keeps owning
     /// it: code using the handle must not disable or clean it up, nor change its pointer.
     pub fn as_raw(&self) -> VMBCHANNEL {
@@ -166,11 +180,12 @@ impl<H: Handler<Client, K>, K: ChannelBackend> Channel<'_, Client, H, K> {
     /// `response`; returns the part of `response` it filled
     /// (`VmbChannelSendSynchronousRequest` with `VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION`).
     /// `timeout`: `None` waits as long as it takes; a zero timeout does not queue the request
-    /// when the ring is full. PASSIVE_LEVEL. Client channels only: KMCL lets the root send only
+    /// when the ring is full. PASSIVE_LEVEL (checked). Client channels only: KMCL lets the root send only
     /// without waiting ([`try_send`](Self::try_send)).
     ///
     /// # Errors
     ///
+    /// [`Error::IrqlTooHigh`](crate::Error::IrqlTooHigh) above PASSIVE_LEVEL,
     /// [`Error::LengthNotMultipleOf8`](crate::Error::LengthNotMultipleOf8) when `response`'s
     /// length is not a multiple of 8 (KMCL requires it), and
     /// [`Error::LengthTooLarge`](crate::Error::LengthTooLarge) past `u32::MAX`, before any call;
@@ -184,8 +199,9 @@ impl<H: Handler<Client, K>, K: ChannelBackend> Channel<'_, Client, H, K> {
         response: &'r mut [u8],
         timeout: Option<core::time::Duration>,
     ) -> Result<&'r [u8]> {
+        crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL)?;
         // SAFETY: a client channel (this impl); not from the started callback (the channel is
-        // not reachable from the handler). The IRQL is the caller's duty, as documented.
+        // not reachable from the handler); at PASSIVE_LEVEL (checked above).
         unsafe { self.ops.request(request, response, timeout) }
     }
 }

@@ -104,7 +104,7 @@ mod name;
 mod ops;
 mod slot;
 
-pub use builder::{ChannelBuilder, ClientBuilder, ServerBuilder};
+pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
 pub use enabled::Channel;
 pub use handler::{Handler, OpenView, PostStartedView, StoppedView};
 pub use name::{utf16_len, Utf16Buf};

@@ -135,6 +135,18 @@ impl<'dev, H, K: ChannelBackend> ChannelSlot<'dev, H, K> {
         drop(self.vmbus_handle.replace(Some(handle)));
     }
 
+    /// The VMBus kernel handle the slot keeps.
+    ///
+    /// # Safety
+    ///
+    /// Neither [`keep_vmbus_handle`](Self::keep_vmbus_handle) nor
+    /// [`teardown`](Self::teardown) runs while the returned reference lives.
+    pub(crate) unsafe fn vmbus_handle(&self) -> Option<&KernelHandle> {
+        // SAFETY: the cell is only written by `keep_vmbus_handle` and `teardown`, which the
+        // caller keeps from running while the reference lives.
+        unsafe { &*self.vmbus_handle.as_ptr() }.as_ref()
+    }
+
     /// Stores a friendly name header and returns its stable address.
     pub(crate) fn store_name(&self, name: UNICODE_STRING) -> *const UNICODE_STRING {
         self.name.set(name);
@@ -148,9 +160,14 @@ impl<'dev, H, K: ChannelBackend> ChannelSlot<'dev, H, K> {
     }
 
     /// Disables (if enabled) and cleans up the channel in the slot, then closes its VMBus
-    /// kernel handle. Nothing happens for an empty slot. PASSIVE_LEVEL.
+    /// kernel handle. Nothing happens for an empty slot. PASSIVE_LEVEL (a debug assertion
+    /// checks it, see [`crate::irql`]).
     pub(crate) fn teardown(&self) {
         if let Some(channel) = self.channel.take() {
+            debug_assert!(
+                crate::irql::current() == crate::irql::PASSIVE_LEVEL,
+                "vmbus-kmcl: a channel torn down above PASSIVE_LEVEL"
+            );
             let raw: VMBCHANNEL = channel.as_ptr();
             if self.enabled.replace(false) {
                 // SAFETY: the slot's live channel, enabled (invariant); teardown runs from the

@@ -1,11 +1,15 @@
 // The proof of the current process is not valid on another thread either.
-use vmbus_kmcl::{with_current_process, UserHandle};
+use vmbus_kmcl::{Request, UserHandle};
 
-fn main() {
+fn convert(request: Request<'_>) {
     let raw = core::ptr::null_mut();
-    with_current_process(|cx| {
+    let _ = request.enter(|cx| {
         std::thread::scope(|s| {
-            s.spawn(|| UserHandle::new(raw, cx).to_kernel_handle());
+            s.spawn(|| UserHandle::new(raw, cx).map(drop));
         });
     });
+}
+
+fn main() {
+    let _ = convert;
 }

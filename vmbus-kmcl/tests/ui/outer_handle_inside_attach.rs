@@ -1,13 +1,16 @@
 // While attached to another process, a handle of the outer process must not be usable: the
 // attached process's table would interpret it.
-use vmbus_kmcl::{with_current_process, ProcessId, ProcessRef, UserHandle};
+use vmbus_kmcl::{ProcessId, ProcessRef, Request, UserHandle};
 
-fn main() {
+fn convert(request: Request<'_>) {
     let raw = core::ptr::null_mut();
     let other = ProcessRef::lookup(ProcessId::current()).unwrap();
-    with_current_process(|cx| {
-        let handle = UserHandle::new(raw, cx);
-        cx.attach(&other, |_attached| handle.to_kernel_handle())
-    })
-    .ok();
+    let _ = request.enter(|cx| {
+        let handle = UserHandle::new(raw, cx).unwrap();
+        other.attach(|_attached| handle.to_kernel_handle())
+    });
+}
+
+fn main() {
+    let _ = convert;
 }

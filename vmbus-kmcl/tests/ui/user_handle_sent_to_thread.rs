@@ -1,12 +1,16 @@
 // A user-mode handle means something only on the thread that runs in its process.
-use vmbus_kmcl::{with_current_process, UserHandle};
+use vmbus_kmcl::{Request, UserHandle};
 
-fn main() {
+fn convert(request: Request<'_>) {
     let raw = core::ptr::null_mut();
-    with_current_process(|cx| {
-        let handle = UserHandle::new(raw, cx);
+    let _ = request.enter(|cx| {
+        let handle = UserHandle::new(raw, cx).unwrap();
         std::thread::scope(|s| {
             s.spawn(move || handle.to_kernel_handle());
         });
     });
+}
+
+fn main() {
+    let _ = convert;
 }
