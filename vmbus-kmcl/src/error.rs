@@ -100,6 +100,10 @@ pub enum Error {
         /// The undefined bits.
         bits: u32,
     },
+    /// The incoming packet carries no external data (its flags lack
+    /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
+    #[error("the packet carries no external data")]
+    NoExternalData,
 }
 
 impl Error {
@@ -140,9 +144,10 @@ impl Error {
             Self::MissingTableEntry(_)
             | Self::InterfaceTableMismatch { .. }
             | Self::TableOfAnotherKmcl => NtStatus::NOT_SUPPORTED,
-            Self::MmioBothZero | Self::InvalidVtl { .. } | Self::UndefinedFlags { .. } => {
-                NtStatus::INVALID_PARAMETER
-            }
+            Self::MmioBothZero
+            | Self::InvalidVtl { .. }
+            | Self::UndefinedFlags { .. }
+            | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
         }
     }
 }

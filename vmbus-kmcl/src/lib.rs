@@ -19,7 +19,9 @@
 //!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
 //!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids. A
 //!   server channel owns the kernel handle naming its VM.
-//! * [`packet`]: incoming packets as tokens answered exactly once.
+//! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
+//!   while still inline), with its payload bounded by the KMCL length and read through
+//!   `zerocopy` message types, checked and copied once.
 //!
 //! The crate is `#![no_std]` and needs no allocator. On a host, the `vmbus-kmcl-sim` crate
 //! emulates KMCL and the kernel, so the same code runs in `cargo test`.
@@ -91,7 +93,9 @@
 //! or used after it moved into a channel; a channel outliving its device object; a server-only
 //! setter on a client builder; configuring a channel after enabling it; pausing or starting a
 //! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
-//! channel through a client table.
+//! channel through a client table; an incoming packet answered twice, used after its answer,
+//! kept past its callback or sent to another thread while inline, an external-data view used
+//! after the packet's completion, and a detached packet deferred to passive level.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
