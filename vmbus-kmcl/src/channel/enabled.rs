@@ -34,7 +34,40 @@ use crate::guid::Guid;
 ///
 /// # Examples
 ///
-/// See [`ChannelBuilder`] and the echo test of the crate docs.
+/// Pausing and starting a server's flow, and disabling it to enable it again:
+///
+/// ```
+/// use core::pin::pin;
+/// use core::ptr::NonNull;
+/// use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
+/// use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+/// use vmbus_kmcl::packet::IncomingPacket;
+/// use vmbus_kmcl::{guid, DeviceRef};
+///
+/// struct Vsp;
+/// impl<K: ChannelBackend> Handler<Server, K> for Vsp {
+///     fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+///         packet.complete_empty();
+///     }
+/// }
+///
+/// let bus = vmbus_kmcl_sim::Bus::new();
+/// // SAFETY: the sim's root device lives as long as the bus.
+/// let root = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) };
+/// let mut slot = pin!(ChannelSlot::new(root, Linked, Vsp));
+/// let id = guid!("8f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b");
+/// let mut builder = ServerBuilder::allocate(slot.as_mut())?;
+/// builder.set_interface_id(id, id)?;
+/// let channel = builder.enable()?;
+/// channel.start();
+/// channel.pause()?;
+/// channel.start();
+/// assert_eq!(channel.mmio_space(), None); // no guest opened it
+/// let channel = channel.disable().enable()?; // rescinded, offered again
+/// drop(channel);
+/// bus.assert_no_leaks();
+/// # Ok::<(), vmbus_kmcl::Error>(())
+/// ```
 pub struct Channel<'s, R, H, K: ChannelBackend> {
     slot: &'s ChannelSlot<'s, H, K>,
     ops: ChannelOps<R, K>,

@@ -50,6 +50,40 @@ use crate::status::NtStatus;
 /// channel asked for passive processing; the types cannot see the IRQL, so such a handler must
 /// not block there.
 ///
+/// # Examples
+///
+/// A client handler that negotiates a version in `post_started` (the one place a blocking
+/// request is allowed) and accepts only packets it understands:
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use vmbus_kmcl::channel::{Client, Handler, OpenView, PostStartedView};
+/// use vmbus_kmcl::dispatch::ChannelBackend;
+/// use vmbus_kmcl::packet::IncomingPacket;
+///
+/// #[derive(Default)]
+/// struct Vsc { version: AtomicU32 }
+///
+/// impl<K: ChannelBackend> Handler<Client, K> for Vsc {
+///     fn post_started(&self, channel: &PostStartedView<'_, Client, K>) {
+///         let mut reply = [0u8; 8];
+///         if let Ok(reply) = channel.request(&2u32.to_le_bytes(), &mut reply, None) {
+///             if let Ok(bytes) = <[u8; 4]>::try_from(&reply[..reply.len().min(4)]) {
+///                 self.version.store(u32::from_le_bytes(bytes), Ordering::Release);
+///             }
+///         }
+///     }
+///     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+///         if self.version.load(Ordering::Acquire) == 0 {
+///             packet.fail(); // nothing is expected before the negotiation
+///         } else {
+///             packet.complete_empty();
+///         }
+///     }
+/// }
+/// # let _ = Vsc::default();
+/// ```
+///
 /// # Panics
 ///
 /// A panic in a handler method never unwinds into KMCL: the trampolines are `extern "C"`

@@ -45,6 +45,50 @@ pub(crate) struct Shared<H, K> {
 /// therefore disables and cleans up a channel still in it, and closes the VMBus kernel handle
 /// it owns, so no callback can ever reach freed memory.
 ///
+/// # Examples
+///
+/// The handler is the slot's again once the channel is gone, and a leaked channel is torn
+/// down by the slot:
+///
+/// ```
+/// use core::pin::pin;
+/// use core::ptr::NonNull;
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, StoppedView};
+/// use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+/// use vmbus_kmcl::packet::IncomingPacket;
+/// use vmbus_kmcl::{guid, DeviceRef};
+///
+/// #[derive(Default)]
+/// struct Counter { closes: AtomicU32 }
+/// impl<K: ChannelBackend> Handler<Client, K> for Counter {
+///     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+///         packet.complete_empty();
+///     }
+///     fn closed(&self, _: &StoppedView<'_, Client, K>) {
+///         self.closes.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let bus = vmbus_kmcl_sim::Bus::new();
+/// // SAFETY: the sim's guest device lives as long as the bus.
+/// let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) };
+/// let mut slot = pin!(ChannelSlot::new(guest, Linked, Counter::default()));
+/// let mut builder = ClientBuilder::allocate(slot.as_mut())?;
+/// builder.set_target(guid!("8f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"), None)?;
+/// let channel = builder.enable()?;
+/// drop(channel);
+/// assert_eq!(slot.handler().closes.load(Ordering::Relaxed), 0); // it never opened
+///
+/// {
+///     let mut other = pin!(ChannelSlot::new(guest, Linked, Counter::default()));
+///     core::mem::forget(ClientBuilder::allocate(other.as_mut())?);
+///     assert_eq!(bus.leak_report().channels, 1);
+/// } // dropping the slot cleans the leaked channel up
+/// bus.assert_no_leaks();
+/// # Ok::<(), vmbus_kmcl::Error>(())
+/// ```
+///
 /// # Invariants
 ///
 /// `channel` is `Some` exactly while a KMCL channel allocated through `shared.kmcl`, with its
