@@ -939,41 +939,33 @@ kmcl_functions! {
     }
 }
 
-/// The direct exports of the KMCL driver this build links: the backend with no table.
-///
-/// Zero-sized; each method is `#[inline]` and compiles to the import call. It exists with the
-/// `vmbkmcl` feature (guest side, `vmbkmcl.sys`) or the `vmbkmclr` feature (root side,
-/// `vmbkmclr.sys`), and on non-Windows hosts, where the `vmbus-kmcl-sim` crate defines the
-/// exports (a test binary links it by naming the crate, e.g. `use vmbus_kmcl_sim as _;`).
-/// Without those, a Windows build has no `Linked` and so no reference to an export: drivers use
-/// [`ClientInterface`] or [`ServerInterface`].
-///
-/// # Examples
-///
-/// ```
-/// use vmbus_kmcl::dispatch::{Kmcl, Linked};
-/// use vmbus_kmcl_sim::Bus;
-///
-/// let bus = Bus::new();
-/// let mut channel = core::ptr::null_mut();
-/// // SAFETY: the bus's root device outlives the channel; `channel` is writable.
-/// assert_eq!(unsafe { Linked.channel_allocate(bus.root_device(), 1, &mut channel) }, 0);
-/// // SAFETY: a live, never enabled channel, cleaned up once.
-/// unsafe { Linked.channel_cleanup(channel) };
-/// assert_eq!(core::mem::size_of::<Linked>(), 0);
-/// ```
-#[cfg(any(
-    doc,
-    feature = "vmbkmcl",
-    feature = "vmbkmclr",
-    not(target_os = "windows")
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
-)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Linked;
+linked_only! {
+    /// The direct exports of the KMCL driver this build links: the backend with no table.
+    ///
+    /// Zero-sized; each method is `#[inline]` and compiles to the import call. It exists with the
+    /// `vmbkmcl` feature (guest side, `vmbkmcl.sys`) or the `vmbkmclr` feature (root side,
+    /// `vmbkmclr.sys`), and on non-Windows hosts, where the `vmbus-kmcl-sim` crate defines the
+    /// exports (a test binary links it by naming the crate, e.g. `use vmbus_kmcl_sim as _;`).
+    /// Without those, a Windows build has no `Linked` and so no reference to an export: drivers use
+    /// [`ClientInterface`] or [`ServerInterface`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use vmbus_kmcl::dispatch::{Kmcl, Linked};
+    /// use vmbus_kmcl_sim::Bus;
+    ///
+    /// let bus = Bus::new();
+    /// let mut channel = core::ptr::null_mut();
+    /// // SAFETY: the bus's root device outlives the channel; `channel` is writable.
+    /// assert_eq!(unsafe { Linked.channel_allocate(bus.root_device(), 1, &mut channel) }, 0);
+    /// // SAFETY: a live, never enabled channel, cleaned up once.
+    /// unsafe { Linked.channel_cleanup(channel) };
+    /// assert_eq!(core::mem::size_of::<Linked>(), 0);
+    /// ```
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Linked;
+}
 
 /// Checks a table header against the size and version this crate was built for.
 fn check_header(header: &INTERFACE, size: usize, version: u16) -> Result<()> {
@@ -1037,8 +1029,10 @@ impl ClientInterface {
     /// `KMCL_CLIENT_INTERFACE_TYPE` with `sizeof(KMCL_CLIENT_INTERFACE_V1)` and
     /// `KMCL_CLIENT_INTERFACE_VERSION_V1` (or is the client part of a server table so
     /// obtained), so that its non-NULL entries are the KMCL functions their fields name and its
-    /// header's dereference routine and context belong together; and the one reference the
-    /// query took is handed over to the returned value (the caller does not dereference it).
+    /// header's dereference routine and context belong together; the table comes from the same
+    /// KMCL as every other table the driver wraps (the KMCL of its partition); and the one
+    /// reference the query took is handed over to the returned value (the caller does not
+    /// dereference it).
     #[doc(alias = "IRP_MN_QUERY_INTERFACE")]
     #[doc(alias = "WdfFdoQueryForInterface")]
     pub unsafe fn from_raw(table: KMCL_CLIENT_INTERFACE_V1) -> Result<Self> {
@@ -1144,8 +1138,9 @@ impl ServerInterface {
     /// `WdfFdoQueryForInterface`) for `KMCL_SERVER_INTERFACE_TYPE` with
     /// `sizeof(KMCL_SERVER_INTERFACE_V1)` and `KMCL_SERVER_INTERFACE_VERSION_V1`, so that its
     /// non-NULL entries are the KMCL functions their fields name and its header's dereference
-    /// routine and context belong together; and the one reference the query took is handed
-    /// over to the returned value.
+    /// routine and context belong together; the table comes from the same KMCL as every other
+    /// table the driver wraps (the KMCL of its partition); and the one reference the query took
+    /// is handed over to the returned value.
     #[doc(alias = "IRP_MN_QUERY_INTERFACE")]
     #[doc(alias = "WdfFdoQueryForInterface")]
     pub unsafe fn from_raw(table: KMCL_SERVER_INTERFACE_V1) -> Result<Self> {
@@ -1216,10 +1211,12 @@ impl fmt::Display for KmclFunction {
 /// Implemented by [`Linked`] and by `&ClientInterface` and `&ServerInterface` (a channel
 /// borrows its table); sealed.
 ///
-/// A table backend finds the context through the table's `VmbChannelGetPointer` entry, which
-/// the channel records, process-wide, when it is allocated. A driver can therefore allocate
-/// channels through tables of one KMCL only: a table whose `VmbChannelGetPointer` differs from
-/// the recorded one is refused with [`Error::TableOfAnotherKmcl`].
+/// A table backend finds the context through a `VmbChannelGetPointer` entry recorded,
+/// process-wide, by the first channel allocated through a table: every table a driver wraps
+/// comes from the one KMCL of its partition (the contract of
+/// [`ClientInterface::from_raw`] and [`ServerInterface::from_raw`]), whose
+/// `VmbChannelGetPointer` serves all its channels. (Function addresses cannot tell two tables
+/// apart: the same function may have several.)
 pub trait ChannelBackend: Kmcl + Copy + Send + Sync + sealed::Sealed {}
 
 pub(crate) mod sealed {
@@ -1248,21 +1245,20 @@ static TABLE_GET_POINTER: core::sync::atomic::AtomicPtr<()> =
 /// The function type of `VmbChannelGetPointer`.
 type GetPointerFn = unsafe extern "C" fn(VMBCHANNEL) -> PVOID;
 
-/// Records `entry` as the tables' `VmbChannelGetPointer`, or checks it is the one recorded.
+/// Records `entry` as the tables' `VmbChannelGetPointer`, unless one is recorded already (the
+/// same KMCL function, as every table comes from the partition's one KMCL).
 fn record_table_get_pointer(entry: GetPointerFn) -> Result<()> {
     use core::sync::atomic::Ordering;
     // CAST: a function pointer kept as a data pointer, turned back by `table_pointer_of`.
     let entry = entry as *mut ();
-    match TABLE_GET_POINTER.compare_exchange(
+    // A failed exchange means a table recorded its entry first, which serves as well.
+    let _ = TABLE_GET_POINTER.compare_exchange(
         core::ptr::null_mut(),
         entry,
         Ordering::AcqRel,
         Ordering::Acquire,
-    ) {
-        Ok(_) => Ok(()),
-        Err(recorded) if recorded == entry => Ok(()),
-        Err(_) => Err(Error::TableOfAnotherKmcl),
-    }
+    );
+    Ok(())
 }
 
 /// `VmbChannelGetPointer(channel)` through the recorded table entry (NULL if none was recorded).
@@ -1302,13 +1298,9 @@ impl sealed::Sealed for Linked {
     }
 }
 
-#[cfg(any(
-    doc,
-    feature = "vmbkmcl",
-    feature = "vmbkmclr",
-    not(target_os = "windows")
-))]
-impl ChannelBackend for Linked {}
+linked_only! {
+    impl ChannelBackend for Linked {}
+}
 
 impl sealed::Sealed for &ClientInterface {
     #[inline]

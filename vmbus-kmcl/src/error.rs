@@ -80,11 +80,6 @@ pub enum Error {
         /// The `Version` field of the table's `INTERFACE` header.
         version: u16,
     },
-    /// A channel was to be allocated through an interface table of another KMCL than the
-    /// tables already in use (its `VmbChannelGetPointer` entry differs); see
-    /// `dispatch::ChannelBackend`.
-    #[error("the interface table belongs to another KMCL than the tables in use")]
-    TableOfAnotherKmcl,
     /// `VmbServerChannelInitSetMmioMegabytes` with both sizes 0.
     #[error("the required and the optional MMIO sizes are both 0")]
     MmioBothZero,
@@ -129,7 +124,7 @@ impl Error {
     /// | [`NotFromUserMode`](Self::NotFromUserMode) | `STATUS_INVALID_DEVICE_REQUEST` |
     /// | [`NotAUserHandle`](Self::NotAUserHandle) | `STATUS_INVALID_HANDLE` |
     /// | [`IrqlTooHigh`](Self::IrqlTooHigh) | `STATUS_INVALID_DEVICE_STATE` |
-    /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch), [`TableOfAnotherKmcl`](Self::TableOfAnotherKmcl) | `STATUS_NOT_SUPPORTED` |
+    /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch) | `STATUS_NOT_SUPPORTED` |
     /// | [`MmioBothZero`](Self::MmioBothZero), [`InvalidVtl`](Self::InvalidVtl), [`UndefinedFlags`](Self::UndefinedFlags) | `STATUS_INVALID_PARAMETER` |
     pub const fn status(self) -> NtStatus {
         match self {
@@ -141,9 +136,9 @@ impl Error {
             Self::NotFromUserMode => NtStatus::INVALID_DEVICE_REQUEST,
             Self::NotAUserHandle => NtStatus::INVALID_HANDLE,
             Self::IrqlTooHigh { .. } => NtStatus::INVALID_DEVICE_STATE,
-            Self::MissingTableEntry(_)
-            | Self::InterfaceTableMismatch { .. }
-            | Self::TableOfAnotherKmcl => NtStatus::NOT_SUPPORTED,
+            Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
+                NtStatus::NOT_SUPPORTED
+            }
             Self::MmioBothZero
             | Self::InvalidVtl { .. }
             | Self::UndefinedFlags { .. }

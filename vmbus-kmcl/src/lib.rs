@@ -172,6 +172,20 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Marks one item as existing only where the KMCL exports resolve, like
+/// [`dispatch::Linked`]: with the `vmbkmcl` or `vmbkmclr` feature, on a non-Windows host (where
+/// the sim defines them), and for rustdoc (labelled on docs.rs).
+macro_rules! linked_only {
+    ($($item:tt)*) => {
+        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+        #[cfg_attr(
+            docsrs,
+            doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
+        )]
+        $($item)*
+    };
+}
+
 pub mod channel;
 pub mod dispatch;
 mod error;

@@ -13,9 +13,12 @@ use vmbus_kmcl::channel::{
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{guid, DeviceRef, Error, Guid, KernelHandle, NtStatus, Request};
+use vmbus_kmcl::{guid, Error, Guid, KernelHandle, NtStatus, Request};
 use vmbus_kmcl_sim::nt::{current_irql, Process};
 use vmbus_kmcl_sim::{Bus, ChannelState};
+
+mod common;
+use common::{guest, open_pair, root};
 use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
 
 const TYPE: Guid = guid!("5c3e2a10-7b4d-4e8f-9a01-23456789abcd");
@@ -127,16 +130,6 @@ impl<K: ChannelBackend> Handler<Client, K> for Recorder {
     fn pnp_failure(&self, status: NtStatus) {
         self.push(format!("pnp_failure:{status}"));
     }
-}
-
-fn root(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: the bus's device objects live as long as the bus, which the reference borrows.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) }
-}
-
-fn guest(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: as above.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
 }
 
 fn converted(bus: &Bus) -> KernelHandle {
@@ -252,14 +245,7 @@ fn a_refused_open_rolls_the_channel_back() {
     refusing.refuse_open.store(true, Ordering::SeqCst);
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, refusing));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(TYPE, None).unwrap();
-    let vsc = vsc.enable().unwrap();
-    bus.run_until_idle();
+    let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
     assert_eq!(vsp.handler().take(), strings(&["opened"]));
     assert!(!vsp.is_open());
     assert_eq!(vsp.mmio_space(), None);
@@ -282,14 +268,7 @@ fn pause_and_start_run_suspend_then_started_and_post_started() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(TYPE, None).unwrap();
-    let vsc = vsc.enable().unwrap();
-    bus.run_until_idle();
+    let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
     vsp.handler().take();
     vsc.handler().take();
 
@@ -311,14 +290,7 @@ fn a_disabled_client_is_reconfigured_and_enabled_again() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(TYPE, None).unwrap();
-    let vsc = vsc.enable().unwrap();
-    bus.run_until_idle();
+    let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
 
     // The server rescinds: the client sees the close and is disabled by KMCL.
     let vsp = vsp.disable();
@@ -559,14 +531,7 @@ fn a_full_ring_is_a_value_of_try_send() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(TYPE, None).unwrap();
-    let vsc = vsc.enable().unwrap();
-    bus.run_until_idle();
+    let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
     assert!(bus.set_ring_full(vsp.as_raw(), true));
     assert_eq!(vsp.try_send(b"x"), Ok(Sent::RingFull));
     assert!(bus.set_ring_full(vsp.as_raw(), false));

@@ -3,7 +3,6 @@
 //! nothing leaks. Both backends.
 
 use std::pin::pin;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -12,8 +11,11 @@ use vmbus_kmcl::channel::{
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::{DeferredPacket, IncomingPacket};
-use vmbus_kmcl::{guid, DeviceRef, Guid};
+use vmbus_kmcl::{guid, Guid};
 use vmbus_kmcl_sim::Bus;
+
+mod common;
+use common::{guest, open_pair, root};
 
 const TYPE: Guid = guid!("0f0e0d0c-0b0a-4908-8706-050403020100");
 const INSTANCE: Guid = guid!("0f0e0d0c-0b0a-4908-8706-000000000001");
@@ -81,16 +83,6 @@ impl<K: ChannelBackend> Handler<Client, K> for Quiet {
     }
 }
 
-fn root(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: the bus's device objects live as long as the bus, which the reference borrows.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) }
-}
-
-fn guest(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: as above.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
-}
-
 /// What a scenario does once both channels are open, the server holding `sent` packets.
 enum Ending {
     /// The server rescinds its offer.
@@ -108,14 +100,7 @@ where
     {
         let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
         let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Quiet));
-        let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-        vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-        let vsp = vsp.enable().unwrap();
-        vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-        vsc.set_target(TYPE, None).unwrap();
-        let vsc = vsc.enable().unwrap();
-        bus.run_until_idle();
+        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
 
         for message in [&b"one"[..], b"two", b"three"] {
             assert_eq!(vsc.try_send(message), Ok(Sent::Queued));

@@ -348,10 +348,8 @@ impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'
     ///
     /// # Errors
     ///
-    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; [`Error::TableOfAnotherKmcl`] for a table
-    /// backend of another KMCL than the tables in
-    /// use; the failing status of `VmbChannelAllocate` or of a callback registration (then
-    /// nothing stays allocated).
+    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; the failing status of `VmbChannelAllocate`
+    /// or of a callback registration (then nothing stays allocated).
     #[doc(alias = "VmbChannelAllocate")]
     #[doc(alias = "VmbChannelSetPointer")]
     #[doc(alias = "VmbChannelInitSetStateChangeCallbacks")]
@@ -486,10 +484,8 @@ impl<'s, H: Handler<Client, K>, K: ChannelBackend> ChannelBuilder<'s, Client, H,
     ///
     /// # Errors
     ///
-    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; [`Error::TableOfAnotherKmcl`] for a table
-    /// backend of another KMCL than the tables in
-    /// use; the failing status of `VmbChannelAllocate` or of a callback registration (then
-    /// nothing stays allocated).
+    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; the failing status of `VmbChannelAllocate`
+    /// or of a callback registration (then nothing stays allocated).
     #[doc(alias = "VmbChannelAllocate")]
     #[doc(alias = "VmbChannelSetPointer")]
     #[doc(alias = "VmbChannelInitSetStateChangeCallbacks")]

@@ -46,31 +46,23 @@ impl DeferredHandle {
         core::ptr::without_provenance_mut(self.raw)
     }
 
-    /// Attaches to the process the value came from and converts it there
-    /// (`KeStackAttachProcess`, `VmbConvertVmbusHandleToKernelHandle`, `KeUnstackDetachProcess`).
-    /// `PASSIVE_LEVEL`, any thread. The process reference is released afterwards.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`ProcessRef::attach`] and of [`UserHandle::to_kernel_handle`] (for instance
-    /// `STATUS_INVALID_HANDLE` when the process closed the handle in the meantime).
-    ///
-    /// # Panics
-    ///
-    /// As [`ProcessRef::attach`].
-    #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
-    #[cfg(any(
-        doc,
-        feature = "vmbkmcl",
-        feature = "vmbkmclr",
-        not(target_os = "windows")
-    ))]
-    #[cfg_attr(
-        docsrs,
-        doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
-    )]
-    pub fn to_kernel_handle(self) -> Result<KernelHandle> {
-        self.to_kernel_handle_with(&crate::dispatch::Linked)
+    linked_only! {
+        /// Attaches to the process the value came from and converts it there
+        /// (`KeStackAttachProcess`, `VmbConvertVmbusHandleToKernelHandle`, `KeUnstackDetachProcess`).
+        /// `PASSIVE_LEVEL`, any thread. The process reference is released afterwards.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`ProcessRef::attach`] and of [`UserHandle::to_kernel_handle`] (for instance
+        /// `STATUS_INVALID_HANDLE` when the process closed the handle in the meantime).
+        ///
+        /// # Panics
+        ///
+        /// As [`ProcessRef::attach`].
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+            self.to_kernel_handle_with(&crate::dispatch::Linked)
+        }
     }
 
     /// [`to_kernel_handle`](Self::to_kernel_handle) through the given backend, for instance a

@@ -119,31 +119,23 @@ impl<'irp> Request<'irp> {
         Ok(f(&mut cx))
     }
 
-    /// The seed flow in one call: the checks of [`Request::enter`], the refusal of values that
-    /// are never user handles, and the conversion (`VmbConvertVmbusHandleToKernelHandle`) of
-    /// `raw`, a value this request carried. `PASSIVE_LEVEL`.
-    ///
-    /// No driver code runs between the checks and the conversion, so the process compare of
-    /// [`UserHandle::to_kernel_handle`](super::UserHandle::to_kernel_handle) is not repeated.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`Request::enter`], [`Error::NotAUserHandle`], and those of the conversion
-    /// ([`Error::Status`], [`Error::Unexpected`]).
-    #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
-    #[inline]
-    #[cfg(any(
-        doc,
-        feature = "vmbkmcl",
-        feature = "vmbkmclr",
-        not(target_os = "windows")
-    ))]
-    #[cfg_attr(
-        docsrs,
-        doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
-    )]
-    pub fn convert_vmbus_handle(&self, raw: HANDLE) -> Result<KernelHandle> {
-        self.convert_vmbus_handle_with(&crate::dispatch::Linked, raw)
+    linked_only! {
+        /// The seed flow in one call: the checks of [`Request::enter`], the refusal of values that
+        /// are never user handles, and the conversion (`VmbConvertVmbusHandleToKernelHandle`) of
+        /// `raw`, a value this request carried. `PASSIVE_LEVEL`.
+        ///
+        /// No driver code runs between the checks and the conversion, so the process compare of
+        /// [`UserHandle::to_kernel_handle`](super::UserHandle::to_kernel_handle) is not repeated.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`Request::enter`], [`Error::NotAUserHandle`], and those of the conversion
+        /// ([`Error::Status`], [`Error::Unexpected`]).
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        #[inline]
+        pub fn convert_vmbus_handle(&self, raw: HANDLE) -> Result<KernelHandle> {
+            self.convert_vmbus_handle_with(&crate::dispatch::Linked, raw)
+        }
     }
 
     /// [`convert_vmbus_handle`](Self::convert_vmbus_handle) through the given backend, for

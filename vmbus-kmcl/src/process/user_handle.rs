@@ -104,38 +104,30 @@ impl<'proc> UserHandle<'proc> {
         self.raw
     }
 
-    /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
-    /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
-    /// a server channel ([`ChannelBuilder::set_vmbus_handle`](crate::channel::ChannelBuilder::set_vmbus_handle)).
-    ///
-    /// Before calling KMCL it reads the IRQL once and compares the current process with the
-    /// context's, so the value is only ever looked up in the table of the process it came from.
-    ///
-    /// # Errors
-    ///
-    /// - [`Error::IrqlTooHigh`] above `PASSIVE_LEVEL`;
-    /// - [`Error::WrongProcess`] when the thread does not run in the context's process (it was
-    ///   moved, for instance by a stackful coroutine, or attached elsewhere);
-    /// - [`Error::Status`] with the failing status of the conversion, e.g.
-    ///   `STATUS_INVALID_HANDLE` when the value names no handle of this process;
-    /// - [`Error::Unexpected`] for a success-class status other than `STATUS_SUCCESS`, which the
-    ///   function does not document.
-    ///
-    /// Nothing is opened in any of these cases.
-    #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
-    #[inline]
-    #[cfg(any(
-        doc,
-        feature = "vmbkmcl",
-        feature = "vmbkmclr",
-        not(target_os = "windows")
-    ))]
-    #[cfg_attr(
-        docsrs,
-        doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
-    )]
-    pub fn to_kernel_handle(self) -> Result<KernelHandle> {
-        self.to_kernel_handle_with(&crate::dispatch::Linked)
+    linked_only! {
+        /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
+        /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
+        /// a server channel ([`ChannelBuilder::set_vmbus_handle`](crate::channel::ChannelBuilder::set_vmbus_handle)).
+        ///
+        /// Before calling KMCL it reads the IRQL once and compares the current process with the
+        /// context's, so the value is only ever looked up in the table of the process it came from.
+        ///
+        /// # Errors
+        ///
+        /// - [`Error::IrqlTooHigh`] above `PASSIVE_LEVEL`;
+        /// - [`Error::WrongProcess`] when the thread does not run in the context's process (it was
+        ///   moved, for instance by a stackful coroutine, or attached elsewhere);
+        /// - [`Error::Status`] with the failing status of the conversion, e.g.
+        ///   `STATUS_INVALID_HANDLE` when the value names no handle of this process;
+        /// - [`Error::Unexpected`] for a success-class status other than `STATUS_SUCCESS`, which the
+        ///   function does not document.
+        ///
+        /// Nothing is opened in any of these cases.
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        #[inline]
+        pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+            self.to_kernel_handle_with(&crate::dispatch::Linked)
+        }
     }
 
     /// [`to_kernel_handle`](Self::to_kernel_handle) through the given backend, for instance a
