@@ -204,10 +204,20 @@ pub fn read_prefix<T>(bytes: &[u8]) -> core::result::Result<(T, &[u8]), PayloadE
 where
     T: FromBytes + KnownLayout + Immutable,
 {
-    T::read_from_prefix(bytes).map_err(|_| PayloadError::TooShort {
-        needed: size_of::<T>(),
-        available: bytes.len(),
-    })
+    let Some((head, rest)) = bytes.split_at_checked(size_of::<T>()) else {
+        return Err(PayloadError::TooShort {
+            needed: size_of::<T>(),
+            available: bytes.len(),
+        });
+    };
+    // One unaligned copy of exactly `size_of::<T>()` bytes: the same as zerocopy's
+    // `read_from_prefix`, spelled so that the compiler loads `T` field by field, as a C driver's
+    // `RtlCopyMemory` into a local does.
+    // SAFETY: `head` is `size_of::<T>()` initialised bytes, readable and without alignment
+    // requirement for `read_unaligned`, and `T: FromBytes` makes every such byte pattern a
+    // valid `T`.
+    let value = unsafe { head.as_ptr().cast::<T>().read_unaligned() };
+    Ok((value, rest))
 }
 
 /// Copies a `T` out of `bytes`, which must be exactly as long as `T`.

@@ -311,8 +311,13 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         // SAFETY: a live channel of backend `K`, allocated after `prepare` (the builder calls
         // it first): the caller's contract.
         let pointer = unsafe { <K as crate::dispatch::sealed::Sealed>::pointer_of(channel) };
-        let shared = NonNull::new(pointer.cast::<Shared<H, K>>())?;
-        let channel = NonNull::new(channel)?;
+        // SAFETY: the builder set the pointer of every channel it registered these trampolines
+        // on to its slot's `Shared<H, K>` (non-NULL) before registering them, and never clears
+        // it.
+        let shared = unsafe { NonNull::new_unchecked(pointer.cast::<Shared<H, K>>()) };
+        // SAFETY: KMCL passes the live (non-NULL) channel the callback was registered on
+        // (caller).
+        let channel = unsafe { NonNull::new_unchecked(channel) };
         // SAFETY: the builder registered these trampolines only on channels whose pointer it
         // set to the `Shared<H, K>` of their pinned slot, which stays in place and alive until
         // the channel is cleaned up (after which KMCL calls nothing), and which callbacks only
@@ -392,9 +397,6 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         let Some((shared, ops)) = (unsafe { Self::context(channel) }) else {
             return;
         };
-        if packet.is_null() {
-            return;
-        }
         // SAFETY:
         // - `packet` is the non-NULL delivery KMCL passed to this running callback, and this is
         //   the only token made for it;
