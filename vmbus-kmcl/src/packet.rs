@@ -76,16 +76,23 @@
 //!
 //! # Examples
 //!
-//! A handler that reads a request, answers with a typed response, and fails what it cannot
-//! parse. The message types derive `zerocopy`'s traits (add `zerocopy` with its `derive`
-//! feature to the driver's dependencies):
+//! A VSP whose handler reads a request, answers with a typed response and fails what it cannot
+//! parse, run on the sim with a client that sends it two requests. The message types derive
+//! `zerocopy`'s traits (add `zerocopy` with its `derive` feature to the driver's
+//! dependencies).
 //!
 //! ```
-//! use vmbus_kmcl::dispatch::Kmcl;
+//! use std::pin::pin;
+//! use std::ptr::NonNull;
+//!
+//! use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server};
+//! use vmbus_kmcl::channel::ServerBuilder;
+//! use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
 //! use vmbus_kmcl::packet::IncomingPacket;
+//! use vmbus_kmcl::{guid, DeviceRef, Error, Guid, NtStatus};
 //! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 //!
-//! #[derive(FromBytes, KnownLayout, Immutable)]
+//! #[derive(FromBytes, KnownLayout, Immutable, IntoBytes)]
 //! #[repr(C)]
 //! struct Request {
 //!     id: u32,
@@ -99,16 +106,58 @@
 //!     doubled: u32,
 //! }
 //!
-//! fn process_packet<B: Kmcl>(packet: IncomingPacket<'_, B>) {
-//!     match packet.read::<Request>() {
-//!         Ok((request, _rest)) => packet.complete_with(&Response {
-//!             id: request.id,
-//!             doubled: request.value.wrapping_mul(2),
-//!         }),
-//!         Err(_too_short) => packet.fail(),
+//! struct Doubler;
+//!
+//! impl<K: ChannelBackend> Handler<Server, K> for Doubler {
+//!     fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+//!         match packet.read::<Request>() {
+//!             Ok((request, _rest)) => packet.complete_with(&Response {
+//!                 id: request.id,
+//!                 doubled: request.value.wrapping_mul(2),
+//!             }),
+//!             Err(_too_short) => packet.fail(),
+//!         }
 //!     }
 //! }
-//! # let _ = process_packet::<vmbus_kmcl::dispatch::Linked>;
+//!
+//! struct Vsc;
+//!
+//! impl<K: ChannelBackend> Handler<Client, K> for Vsc {
+//!     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+//!         packet.complete_empty();
+//!     }
+//! }
+//!
+//! const TYPE: Guid = guid!("8a0f6c52-3b1e-4d7a-9c2b-5e4f3a2b1c0d");
+//! const INSTANCE: Guid = guid!("8a0f6c52-3b1e-4d7a-9c2b-000000000001");
+//!
+//! let bus = vmbus_kmcl_sim::Bus::new();
+//! // SAFETY: the sim's device objects live as long as the bus.
+//! let root = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) };
+//! // SAFETY: as above.
+//! let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) };
+//!
+//! let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, Doubler));
+//! let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut())?;
+//! vsp.set_interface_id(TYPE, INSTANCE)?;
+//! let vsp = vsp.enable()?;
+//! vsp.start();
+//! let mut vsc_slot = pin!(ChannelSlot::new(guest, Linked, Vsc));
+//! let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut())?;
+//! vsc.set_target(TYPE, Some(INSTANCE))?;
+//! let vsc = vsc.enable()?;
+//! bus.run_until_idle();
+//!
+//! let mut response = [0u8; 8];
+//! let reply = vsc.request(Request { id: 1, value: 21 }.as_bytes(), &mut response, None)?;
+//! assert_eq!(reply, Response { id: 1, doubled: 42 }.as_bytes());
+//! // Too short for a `Request`: the handler fails it, and the sender sees the failure.
+//! let short = vsc.request(b"hi", &mut response, None);
+//! assert_eq!(short, Err(Error::Status(NtStatus::UNSUCCESSFUL)));
+//!
+//! drop((vsc, vsp));
+//! bus.assert_no_leaks();
+//! # Ok::<(), Error>(())
 //! ```
 
 use core::cell::Cell;
