@@ -8,7 +8,7 @@
 //! its extension [`KmclServer`] (the 14 server-only functions of `KMCL_SERVER_ONLY_METHODS`),
 //! so the same driver code runs on either backend:
 //!
-//! * `Linked` (zero-sized, `Copy`) calls the direct exports of `vmbus-kmcl-sys`. Each method is
+//! * [`Linked`] (zero-sized, `Copy`) calls the direct exports of `vmbus-kmcl-sys`. Each method is
 //!   `#[inline]` and compiles to the import call itself. It exists only where those exports
 //!   resolve: with the `vmbkmcl` or `vmbkmclr` feature of this crate (forwarded to
 //!   `vmbus-kmcl-sys`), or on a non-Windows host, where the `vmbus-kmcl-sim` crate defines them.
@@ -69,7 +69,7 @@
 use core::fmt;
 
 #[cfg(any(
-    docsrs,
+    doc,
     feature = "vmbkmcl",
     feature = "vmbkmclr",
     not(target_os = "windows")
@@ -112,7 +112,7 @@ macro_rules! kmcl_functions {
         ///
         /// For implementors: each method must behave as the KMCL function it is named after,
         /// on the KMCL instance that also serves every other method of the same value (objects
-        /// made by one method are accepted by the others). `Linked`, [`ClientInterface`],
+        /// made by one method are accepted by the others). [`Linked`], [`ClientInterface`],
         /// [`ServerInterface`] and shared references to implementors do.
         ///
         /// For callers, every method carries the contract of its C function:
@@ -143,7 +143,7 @@ macro_rules! kmcl_functions {
         }
 
         /// The 14 server-only KMCL functions (the entries of `KMCL_SERVER_ONLY_METHODS`), on top
-        /// of [`Kmcl`]. Only backends that reach the root-side KMCL implement it: `Linked`
+        /// of [`Kmcl`]. Only backends that reach the root-side KMCL implement it: [`Linked`]
         /// and [`ServerInterface`], not [`ClientInterface`].
         ///
         /// # Safety
@@ -249,7 +249,7 @@ macro_rules! kmcl_functions {
             clippy::too_many_arguments,
             reason = "the parameters of the C function, one for one"
         )]
-        #[cfg(any(docsrs, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
         // SAFETY: every method calls the direct export of the same name, which is the function
         // itself; all of them belong to the one KMCL driver this build links.
         unsafe impl Kmcl for Linked {
@@ -267,7 +267,7 @@ macro_rules! kmcl_functions {
             clippy::too_many_arguments,
             reason = "the parameters of the C function, one for one"
         )]
-        #[cfg(any(docsrs, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
         // SAFETY: as for `Kmcl`: each method calls the direct export of its name.
         unsafe impl KmclServer for Linked {
             $(
@@ -963,7 +963,7 @@ kmcl_functions! {
 /// assert_eq!(core::mem::size_of::<Linked>(), 0);
 /// ```
 #[cfg(any(
-    docsrs,
+    doc,
     feature = "vmbkmcl",
     feature = "vmbkmclr",
     not(target_os = "windows")
@@ -1213,7 +1213,7 @@ impl fmt::Display for KmclFunction {
 /// find the channel's context from the bare `VMBCHANNEL`, which is all a KMCL callback
 /// receives.
 ///
-/// Implemented by `Linked` and by `&ClientInterface` and `&ServerInterface` (a channel
+/// Implemented by [`Linked`] and by `&ClientInterface` and `&ServerInterface` (a channel
 /// borrows its table); sealed.
 ///
 /// A table backend finds the context through the table's `VmbChannelGetPointer` entry, which
@@ -1284,7 +1284,7 @@ unsafe fn table_pointer_of(channel: VMBCHANNEL) -> PVOID {
 }
 
 #[cfg(any(
-    docsrs,
+    doc,
     feature = "vmbkmcl",
     feature = "vmbkmclr",
     not(target_os = "windows")
@@ -1303,7 +1303,7 @@ impl sealed::Sealed for Linked {
 }
 
 #[cfg(any(
-    docsrs,
+    doc,
     feature = "vmbkmcl",
     feature = "vmbkmclr",
     not(target_os = "windows")

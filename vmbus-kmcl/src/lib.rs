@@ -6,7 +6,7 @@
 //! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types and checks:
 //!
 //! * [`dispatch`]: every call reaches KMCL through one trait, either through the direct
-//!   exports (`dispatch::Linked`, with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
+//!   exports ([`dispatch::Linked`], with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
 //!   sim) or through a queried interface table ([`dispatch::ClientInterface`],
 //!   [`dispatch::ServerInterface`]), which needs no link dependency at all.
 //! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not

@@ -354,3 +354,39 @@ fn the_function_list_matches_the_tables() {
     assert_eq!(size_of::<KMCL_CLIENT_INTERFACE_V1>(), 32 + 41 * 8);
     assert_eq!(size_of::<KMCL_SERVER_ONLY_METHODS>(), 14 * 8);
 }
+
+static CONVERSIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn counting_conversion(user: HANDLE, kernel: PHANDLE) -> NTSTATUS {
+    CONVERSIONS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: forwards the caller's arguments to the sim's function of the same name.
+    unsafe { vmbus_kmcl_sim::nt::VmbConvertVmbusHandleToKernelHandle(user, kernel) }
+}
+
+#[test]
+fn the_seed_conversion_goes_through_the_server_table() {
+    let bus = Bus::new();
+    let mut table = bus.server_interface();
+    table.ServerMethods.VmbConvertVmbusHandleToKernelHandle = Some(counting_conversion);
+    // SAFETY: a sim table (one reference, handed over) whose replaced entry forwards to the
+    // function of its name.
+    let server = unsafe { ServerInterface::from_raw(table) }.unwrap();
+    let worker = vmbus_kmcl_sim::nt::Process::new("vmwp");
+    let raw = bus.open_vmbus_handle_in(&worker);
+    let thread = worker.enter();
+    let irp = thread.issue_irp();
+    // SAFETY: the simulated IRP outlives the request.
+    let request =
+        unsafe { vmbus_kmcl::Request::from_raw(std::ptr::NonNull::new(irp.as_ptr()).unwrap()) };
+    let before = CONVERSIONS.load(Ordering::SeqCst);
+    let kernel = request.convert_vmbus_handle_with(&server, raw).unwrap();
+    assert_eq!(CONVERSIONS.load(Ordering::SeqCst), before + 1);
+    // The linked default takes the direct export, not the table.
+    let again = request.convert_vmbus_handle(raw).unwrap();
+    assert_eq!(CONVERSIONS.load(Ordering::SeqCst), before + 1);
+    drop((kernel, again));
+    drop(irp);
+    drop(thread);
+    drop(server);
+    bus.assert_no_leaks();
+}

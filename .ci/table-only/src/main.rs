@@ -1,17 +1,20 @@
-//! A guest driver that calls KMCL only through the queried `KMCL_CLIENT_INTERFACE_V1` table,
-//! built without the `vmbkmcl`/`vmbkmclr` features: it must link, and its image must import
-//! nothing from a KMCL driver (`.ci/table-only-link` checks both).
+//! A driver that calls KMCL only through the queried interface tables (`KMCL_CLIENT_INTERFACE_V1`
+//! for a guest channel, `KMCL_SERVER_INTERFACE_V1` for the root-side seed flow and a server
+//! channel), built without the `vmbkmcl`/`vmbkmclr` features: it must link, and its image must
+//! import nothing from a KMCL driver (`.ci/table-only-link` checks both).
 #![no_std]
 #![no_main]
 
 use core::pin::pin;
 use core::ptr::NonNull;
 
-use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView};
-use vmbus_kmcl::dispatch::ClientInterface;
+use vmbus_kmcl::channel::{
+    ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server, ServerBuilder,
+};
+use vmbus_kmcl::dispatch::{ClientInterface, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
-use vmbus_kmcl::{guid, DeviceRef, Guid, NtStatus, Result};
-use vmbus_kmcl_sys::{KMCL_CLIENT_INTERFACE_V1, NTSTATUS, PVOID};
+use vmbus_kmcl::{guid, DeviceRef, Guid, NtStatus, Request, Result};
+use vmbus_kmcl_sys::{HANDLE, KMCL_CLIENT_INTERFACE_V1, KMCL_SERVER_INTERFACE_V1, NTSTATUS, PVOID};
 
 #[path = "../../../drivers/seed-vsp/src/rt.rs"]
 mod rt;
@@ -31,7 +34,41 @@ impl<'t> Handler<Client, &'t ClientInterface> for Vsc {
     }
 }
 
-/// Opens the echo channel through the table and sends one request.
+/// Completes every packet without a response.
+struct Vsp;
+
+impl<'t> Handler<Server, &'t ServerInterface> for Vsp {
+    fn process_packet(
+        &self,
+        _: &OpenView<'_, Server, &'t ServerInterface>,
+        packet: IncomingPacket<'_, &'t ServerInterface>,
+    ) {
+        packet.complete_empty();
+    }
+}
+
+/// Root side: converts the worker's VMBus handle and offers the echo channel, all through the
+/// server table.
+#[inline(never)]
+fn offer(
+    device: DeviceRef<'_>,
+    request: &Request<'_>,
+    raw: HANDLE,
+    table: KMCL_SERVER_INTERFACE_V1,
+) -> Result<()> {
+    // SAFETY: only reached with a table from a successful interface query (see DriverEntry).
+    let kmcl = unsafe { ServerInterface::from_raw(table) }?;
+    let vm = request.convert_vmbus_handle_with(&kmcl, raw)?;
+    let mut slot = pin!(ChannelSlot::new(device, &kmcl, Vsp));
+    let mut builder = ServerBuilder::allocate(slot.as_mut())?;
+    builder.set_vmbus_handle(vm)?.set_interface_id(ECHO, ECHO)?;
+    let channel = builder.enable()?;
+    channel.start();
+    let _ = channel.try_send(b"hello")?;
+    Ok(())
+}
+
+/// Guest side: opens the echo channel through the client table and sends one request.
 #[inline(never)]
 fn run(device: DeviceRef<'_>, table: KMCL_CLIENT_INTERFACE_V1) -> Result<()> {
     // SAFETY: only reached with a table from a successful interface query (see DriverEntry).
@@ -61,7 +98,15 @@ pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: 
         // Never true when the I/O manager calls us; keeps the code reachable for the linker.
         // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
         let device = unsafe { DeviceRef::from_raw(NonNull::dangling()) };
-        return match run(device, KMCL_CLIENT_INTERFACE_V1::default()) {
+        // SAFETY: as above.
+        let request = unsafe { Request::from_raw(NonNull::dangling()) };
+        let served = offer(
+            device,
+            &request,
+            driver_object,
+            KMCL_SERVER_INTERFACE_V1::default(),
+        );
+        return match served.and_then(|()| run(device, KMCL_CLIENT_INTERFACE_V1::default())) {
             Ok(()) => NtStatus::SUCCESS.into(),
             Err(error) => error.status().into(),
         };

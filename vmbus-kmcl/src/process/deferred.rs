@@ -59,13 +59,41 @@ impl DeferredHandle {
     ///
     /// As [`ProcessRef::attach`].
     #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+    #[cfg(any(
+        doc,
+        feature = "vmbkmcl",
+        feature = "vmbkmclr",
+        not(target_os = "windows")
+    ))]
+    #[cfg_attr(
+        docsrs,
+        doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
+    )]
     pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+        self.to_kernel_handle_with(&crate::dispatch::Linked)
+    }
+
+    /// [`to_kernel_handle`](Self::to_kernel_handle) through the given backend, for instance a
+    /// queried [`ServerInterface`](crate::dispatch::ServerInterface) table.
+    ///
+    /// # Errors
+    ///
+    /// As for [`to_kernel_handle`](Self::to_kernel_handle).
+    ///
+    /// # Panics
+    ///
+    /// As [`ProcessRef::attach`].
+    #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+    pub fn to_kernel_handle_with<K: crate::dispatch::KmclServer + Sync + ?Sized>(
+        self,
+        kmcl: &K,
+    ) -> Result<KernelHandle> {
         let raw = self.raw;
         self.process.attach(|cx| {
             let raw = core::ptr::without_provenance_mut(raw);
             // SAFETY: `raw` was received from `self.process` (type invariant), the process this
             // context was made for by attaching to it.
-            unsafe { UserHandle::assume_received(raw, cx) }?.to_kernel_handle()
+            unsafe { UserHandle::assume_received(raw, cx) }?.to_kernel_handle_with(kmcl)
         })?
     }
 }
