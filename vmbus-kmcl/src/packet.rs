@@ -27,14 +27,15 @@
 //!   thread, only detached (compile-fail tests `inline_packet_kept_past_callback`,
 //!   `inline_packet_sent_to_thread`).
 //! * [`DeferredPacket`] is the token detached for completion later, from any thread (it is
-//!   `Send` when the backend is: `Linked`, or `&T` for a table `T: Sync`). It has no `defer_to_passive`, because KMCL allows
-//!   deferral only inline (compile-fail test `deferred_packet_cannot_defer`).
+//!   `Send` when the backend is: `Linked`, or `&T` for a table `T: Sync`). It has no
+//!   `defer_to_passive`, because KMCL allows deferral only inline (compile-fail test
+//!   `deferred_packet_cannot_defer`).
 //! * [`IncomingPacket::data`] is the payload as `&[u8]`, exactly `BufferLength` bytes long.
 //!   [`IncomingPacket::read`], [`IncomingPacket::read_exact`] and the free functions
-//!   [`read_prefix`] and [`read_exact`] copy a driver's message struct out of it with
-//!   `zerocopy`: the length is checked before a value exists, the copy has no alignment
-//!   requirement, and a short payload is a [`PayloadError`] carrying both lengths, never a
-//!   panic.
+//!   [`read_prefix`] and [`read_exact`] copy a driver's message struct out of it, for any type
+//!   with `zerocopy`'s `FromBytes + KnownLayout + Immutable`: the length is checked before a
+//!   value exists, the one copy has no alignment requirement, and a short payload is a
+//!   [`PayloadError`] carrying both lengths, never a panic.
 //! * [`IncomingPacket::external_data`] asks for the packet's external data
 //!   (`VmbChannelPacketGetExternalData`) and answers with a value, [`ExternalData::Ready`] or
 //!   [`ExternalData::Pending`]. The [`ExternalDataView`] in `Ready` borrows the token, so it
@@ -259,9 +260,9 @@ where
             available: bytes.len(),
         });
     };
-    // One unaligned copy of exactly `size_of::<T>()` bytes: the same as zerocopy's
-    // `read_from_prefix`, spelled so that the compiler loads `T` field by field, as a C driver's
-    // `RtlCopyMemory` into a local does.
+    // One unaligned copy of exactly `size_of::<T>()` bytes, as zerocopy's `read_from_prefix`
+    // makes, spelled as a typed read so that the compiler loads `T` field by field, as a C
+    // driver's `RtlCopyMemory` into a local does (one instruction less on the receive gate).
     // SAFETY: `head` is `size_of::<T>()` initialised bytes, readable and without alignment
     // requirement for `read_unaligned`, and `T: FromBytes` makes every such byte pattern a
     // valid `T`.
