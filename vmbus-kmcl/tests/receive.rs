@@ -75,8 +75,10 @@ impl Drop for NotCounted {
 
 // ----- A table whose receive entries count only the wrapper -----
 
-/// The process-packet callback the crate registered (its trampoline).
-static TRAMPOLINE: OnceLock<usize> = OnceLock::new();
+/// The process-packet callback the crate registered last (its trampoline). Every channel that
+/// registers through the table below has the same handler and backend types, so the same
+/// trampoline, even where Miri gives the function several addresses.
+static TRAMPOLINE: Mutex<PFN_VMB_CHANNEL_PROCESS_PACKET> = Mutex::new(None);
 
 /// Counts allocations for the duration of the trampoline, which it calls as KMCL would.
 unsafe extern "C" fn counted_process_packet(
@@ -86,13 +88,13 @@ unsafe extern "C" fn counted_process_packet(
     length: u32,
     flags: u32,
 ) {
-    let address = *TRAMPOLINE.get().expect("registered");
-    // SAFETY: the address of the crate's `EVT_VMB_CHANNEL_PROCESS_PACKET` trampoline, stored by
-    // `set_callbacks` below from a non-NULL function pointer of exactly this type.
-    let trampoline: unsafe extern "C" fn(VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32, u32) =
-        unsafe { std::mem::transmute(address) };
+    let trampoline = TRAMPOLINE
+        .lock()
+        .unwrap()
+        .expect("registered before any delivery");
     COUNTING.with(|c| c.set(true));
-    // SAFETY: KMCL's own arguments, passed on unchanged.
+    // SAFETY: the crate's trampoline for channels of this table, with KMCL's own arguments,
+    // passed on unchanged.
     unsafe { trampoline(channel, packet, buffer, length, flags) };
     COUNTING.with(|c| c.set(false));
 }
@@ -104,9 +106,7 @@ unsafe extern "C" fn set_callbacks(
 ) -> NTSTATUS {
     let mut registered = process_packet;
     if let Some(trampoline) = process_packet {
-        let address = trampoline as usize;
-        // Every server channel of these tests has the same handler type, so one trampoline.
-        assert_eq!(*TRAMPOLINE.get_or_init(|| address), address);
+        *TRAMPOLINE.lock().unwrap() = Some(trampoline);
         registered = Some(counted_process_packet);
     }
     // SAFETY: forwards the caller's arguments, with a callback that forwards to theirs.
@@ -118,6 +118,11 @@ unsafe extern "C" fn set_callbacks(
         )
     }
 }
+
+/// The one `VmbChannelGetPointer` entry of both tables, read from a static so that both hold
+/// the same function pointer (the crate refuses tables of different KMCLs, which it tells
+/// apart by this entry).
+static GET_POINTER: unsafe extern "C" fn(VMBCHANNEL) -> PVOID = get_pointer;
 
 unsafe extern "C" fn get_pointer(channel: VMBCHANNEL) -> PVOID {
     let _kmcl = NotCounted::new();
@@ -158,7 +163,7 @@ fn server_table() -> &'static ServerInterface {
         let mut raw = vmbus_kmcl_sim::server_interface();
         let client = &mut raw.ClientMethods;
         client.VmbChannelInitSetProcessPacketCallbacks = Some(set_callbacks);
-        client.VmbChannelGetPointer = Some(get_pointer);
+        client.VmbChannelGetPointer = Some(GET_POINTER);
         client.VmbChannelPacketComplete = Some(complete);
         client.VmbChannelPacketFail = Some(fail);
         client.VmbChannelPacketDeferToPassive = Some(defer);
@@ -174,7 +179,7 @@ fn client_table() -> &'static ClientInterface {
     static TABLE: OnceLock<ClientInterface> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut raw = vmbus_kmcl_sim::client_interface();
-        raw.VmbChannelGetPointer = Some(get_pointer);
+        raw.VmbChannelGetPointer = Some(GET_POINTER);
         // SAFETY: a filled client table holding one reference, handed over.
         unsafe { ClientInterface::from_raw(raw) }.expect("the sim fills every entry")
     })
