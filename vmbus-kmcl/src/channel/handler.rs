@@ -305,18 +305,17 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
     ///
     /// # Safety
     ///
-    /// `channel` is the live channel a KMCL callback of this trampoline set was called for.
+    /// `channel` is the live channel a KMCL callback of this trampoline set was called for
+    /// (KMCL passes the handle it was registered on, never NULL).
     #[inline(always)]
-    unsafe fn context<'c>(channel: VMBCHANNEL) -> Option<Context<'c, R, H, K>> {
+    unsafe fn context<'c>(channel: VMBCHANNEL) -> Context<'c, R, H, K> {
         // SAFETY: a live channel of backend `K`, allocated after `prepare` (the builder calls
         // it first): the caller's contract.
         let pointer = unsafe { <K as crate::dispatch::sealed::Sealed>::pointer_of(channel) };
-        // SAFETY: the builder set the pointer of every channel it registered these trampolines
-        // on to its slot's `Shared<H, K>` (non-NULL) before registering them, and never clears
-        // it.
+        // SAFETY: the builder set the channel pointer to the slot's `Shared<H, K>` before it
+        // registered any callback, so a callback finds it non-NULL.
         let shared = unsafe { NonNull::new_unchecked(pointer.cast::<Shared<H, K>>()) };
-        // SAFETY: KMCL passes the live (non-NULL) channel the callback was registered on
-        // (caller).
+        // SAFETY: KMCL calls a callback with the channel it was registered on, never NULL.
         let channel = unsafe { NonNull::new_unchecked(channel) };
         // SAFETY: the builder registered these trampolines only on channels whose pointer it
         // set to the `Shared<H, K>` of their pinned slot, which stays in place and alive until
@@ -326,15 +325,13 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         // SAFETY: the channel is live while its callback runs (caller), and was allocated
         // through `shared.kmcl` with role `R` (the builder's invariant).
         let ops = unsafe { ChannelOps::new(shared.kmcl, channel) };
-        Some((shared, ops))
+        (shared, ops)
     }
 
     /// `EvtVmbChannelOpened`.
     unsafe extern "C" fn opened(channel: VMBCHANNEL) -> NTSTATUS {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        let Some((shared, ops)) = (unsafe { Self::context(channel) }) else {
-            return NtStatus::UNSUCCESSFUL.to_raw();
-        };
+        let (shared, ops) = unsafe { Self::context(channel) };
         match shared.handler.opened(&OpenView::new(ops)) {
             Ok(()) => {
                 shared.open.store(true, Ordering::Release);
@@ -347,42 +344,38 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
     /// `EvtVmbChannelClosed`.
     unsafe extern "C" fn closed(channel: VMBCHANNEL) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, ops)) = unsafe { Self::context(channel) } {
-            shared.open.store(false, Ordering::Release);
-            shared.handler.closed(&StoppedView {
-                ops,
-                _callback: PhantomData,
-            });
-        }
+        let (shared, ops) = unsafe { Self::context(channel) };
+        shared.open.store(false, Ordering::Release);
+        shared.handler.closed(&StoppedView {
+            ops,
+            _callback: PhantomData,
+        });
     }
 
     /// `EvtVmbChannelSuspend`.
     unsafe extern "C" fn suspend(channel: VMBCHANNEL) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, ops)) = unsafe { Self::context(channel) } {
-            shared.handler.suspend(&StoppedView {
-                ops,
-                _callback: PhantomData,
-            });
-        }
+        let (shared, ops) = unsafe { Self::context(channel) };
+        shared.handler.suspend(&StoppedView {
+            ops,
+            _callback: PhantomData,
+        });
     }
 
     /// `EvtVmbChannelStarted`.
     unsafe extern "C" fn started(channel: VMBCHANNEL) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, ops)) = unsafe { Self::context(channel) } {
-            shared.handler.started(&OpenView::new(ops));
-        }
+        let (shared, ops) = unsafe { Self::context(channel) };
+        shared.handler.started(&OpenView::new(ops));
     }
 
     /// `EvtVmbChannelPostStarted`.
     unsafe extern "C" fn post_started(channel: VMBCHANNEL) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, ops)) = unsafe { Self::context(channel) } {
-            shared.handler.post_started(&PostStartedView {
-                open: OpenView::new(ops),
-            });
-        }
+        let (shared, ops) = unsafe { Self::context(channel) };
+        shared.handler.post_started(&PostStartedView {
+            open: OpenView::new(ops),
+        });
     }
 
     /// `EvtVmbChannelProcessPacket`.
@@ -394,12 +387,10 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         flags: UINT32,
     ) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        let Some((shared, ops)) = (unsafe { Self::context(channel) }) else {
-            return;
-        };
+        let (shared, ops) = unsafe { Self::context(channel) };
         // SAFETY:
-        // - `packet` is the non-NULL delivery KMCL passed to this running callback, and this is
-        //   the only token made for it;
+        // - `packet` is the delivery KMCL passed to this running callback (never NULL), and this
+        //   is the only token made for it;
         // - `buffer` is readable for `length` bytes until the callback returns (KMCL's
         //   contract), or NULL;
         // - `flags` is KMCL's argument;
@@ -414,19 +405,17 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
     /// `EvtVmbChannelProcessingComplete`.
     unsafe extern "C" fn processing_complete(channel: VMBCHANNEL, packets: UINT32) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, ops)) = unsafe { Self::context(channel) } {
-            shared
-                .handler
-                .processing_complete(&OpenView::new(ops), packets);
-        }
+        let (shared, ops) = unsafe { Self::context(channel) };
+        shared
+            .handler
+            .processing_complete(&OpenView::new(ops), packets);
     }
 
     /// `EvtChannelPnpFailure`.
     pub(crate) unsafe extern "C" fn pnp_failure(channel: VMBCHANNEL, status: NTSTATUS) {
         // SAFETY: KMCL calls this for the live channel it was registered on.
-        if let Some((shared, _)) = unsafe { Self::context(channel) } {
-            shared.handler.pnp_failure(NtStatus::from_raw(status));
-        }
+        let (shared, _) = unsafe { Self::context(channel) };
+        shared.handler.pnp_failure(NtStatus::from_raw(status));
     }
 }
 
