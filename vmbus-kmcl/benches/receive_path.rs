@@ -193,23 +193,26 @@ unsafe extern "C" fn raw_process_packet(
     length: u32,
     _flags: u32,
 ) {
+    // SAFETY: a live channel.
+    let context = unsafe { vmbus_kmcl_sys::VmbChannelGetPointer(channel) };
     // SAFETY: the channel pointer was set to a `RawContext` that outlives the channel.
-    let context = unsafe { &*vmbus_kmcl_sys::VmbChannelGetPointer(channel).cast::<RawContext>() };
-    if buffer.is_null() || length < 8 {
+    let context = unsafe { &*context.cast::<RawContext>() };
+    if buffer.is_null() || (length as usize) < core::mem::size_of::<Request>() {
         // SAFETY: the delivery's one answer.
         unsafe { vmbus_kmcl_sys::VmbChannelPacketFail(packet) };
         return;
     }
-    let mut request = [0u8; 8];
-    // SAFETY: `buffer` holds at least 8 readable bytes (checked above); copied once.
-    unsafe { core::ptr::copy_nonoverlapping(buffer.cast::<u8>(), request.as_mut_ptr(), 8) };
-    let id = u32::from_le_bytes([request[0], request[1], request[2], request[3]]);
-    let value = u32::from_le_bytes([request[4], request[5], request[6], request[7]]);
-    let mut response = [0u8; 8];
-    response[..4].copy_from_slice(&id.to_le_bytes());
-    response[4..].copy_from_slice(&value.wrapping_mul(context.multiplier).to_le_bytes());
-    // SAFETY: the delivery's one answer, with 8 readable response bytes.
-    unsafe { vmbus_kmcl_sys::VmbChannelPacketComplete(packet, response.as_mut_ptr().cast(), 8) };
+    // Copied once into a local, as `RtlCopyMemory(&request, Buffer, sizeof(request))` does.
+    // SAFETY: `buffer` holds at least `size_of::<Request>()` readable bytes (checked above).
+    let request = unsafe { buffer.cast::<Request>().read_unaligned() };
+    let response = Response {
+        id: request.id,
+        value: request.value.wrapping_mul(context.multiplier),
+    };
+    let size = core::mem::size_of::<Response>() as u32;
+    let response: *const Response = &response;
+    // SAFETY: the delivery's one answer, with `size` readable response bytes.
+    unsafe { vmbus_kmcl_sys::VmbChannelPacketComplete(packet, response.cast_mut().cast(), size) };
 }
 
 // ----- The same handler through the wrapper -----
@@ -248,8 +251,10 @@ fn main() {
     let device = unsafe { DeviceRef::from_raw(NonNull::dangling()) };
     let mut slot = pin!(ChannelSlot::new(device, Linked, Echo { multiplier: 3 }));
     let builder = ServerBuilder::allocate(slot.as_mut()).expect("the null KMCL allocates");
-    // SAFETY: single-threaded; both were set by the builder just now.
-    let wrapper: (PFN_VMB_CHANNEL_PROCESS_PACKET, PVOID) = unsafe { (REGISTERED, CHANNEL_POINTER) };
+    // SAFETY: single-threaded; set by the builder just now.
+    let trampoline = unsafe { REGISTERED };
+    // SAFETY: as above.
+    let wrapper: (PFN_VMB_CHANNEL_PROCESS_PACKET, PVOID) = (trampoline, unsafe { CHANNEL_POINTER });
 
     match mode.as_str() {
         "raw" => run(raw, iterations),

@@ -27,14 +27,15 @@
 //!   thread, only detached (compile-fail tests `inline_packet_kept_past_callback`,
 //!   `inline_packet_sent_to_thread`).
 //! * [`DeferredPacket`] is the token detached for completion later, from any thread (it is
-//!   `Send` when the backend is: `Linked`, or `&T` for a table `T: Sync`). It has no `defer_to_passive`, because KMCL allows
-//!   deferral only inline (compile-fail test `deferred_packet_cannot_defer`).
+//!   `Send` when the backend is: `Linked`, or `&T` for a table `T: Sync`). It has no
+//!   `defer_to_passive`, because KMCL allows deferral only inline (compile-fail test
+//!   `deferred_packet_cannot_defer`).
 //! * [`IncomingPacket::data`] is the payload as `&[u8]`, exactly `BufferLength` bytes long.
 //!   [`IncomingPacket::read`], [`IncomingPacket::read_exact`] and the free functions
-//!   [`read_prefix`] and [`read_exact`] copy a driver's message struct out of it with
-//!   `zerocopy`: the length is checked before a value exists, the copy has no alignment
-//!   requirement, and a short payload is a [`PayloadError`] carrying both lengths, never a
-//!   panic.
+//!   [`read_prefix`] and [`read_exact`] copy a driver's message struct out of it, for any type
+//!   with `zerocopy`'s `FromBytes + KnownLayout + Immutable`: the length is checked before a
+//!   value exists, the one copy has no alignment requirement, and a short payload is a
+//!   [`PayloadError`] carrying both lengths, never a panic.
 //! * [`IncomingPacket::external_data`] asks for the packet's external data
 //!   (`VmbChannelPacketGetExternalData`) and answers with a value, [`ExternalData::Ready`] or
 //!   [`ExternalData::Pending`]. The [`ExternalDataView`] in `Ready` borrows the token, so it
@@ -76,16 +77,23 @@
 //!
 //! # Examples
 //!
-//! A handler that reads a request, answers with a typed response, and fails what it cannot
-//! parse. The message types derive `zerocopy`'s traits (add `zerocopy` with its `derive`
-//! feature to the driver's dependencies):
+//! A VSP whose handler reads a request, answers with a typed response and fails what it cannot
+//! parse, run on the sim with a client that sends it two requests. The message types derive
+//! `zerocopy`'s traits (add `zerocopy` with its `derive` feature to the driver's
+//! dependencies).
 //!
 //! ```
-//! use vmbus_kmcl::dispatch::Kmcl;
+//! use std::pin::pin;
+//! use std::ptr::NonNull;
+//!
+//! use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server};
+//! use vmbus_kmcl::channel::ServerBuilder;
+//! use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
 //! use vmbus_kmcl::packet::IncomingPacket;
+//! use vmbus_kmcl::{guid, DeviceRef, Error, Guid, NtStatus};
 //! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 //!
-//! #[derive(FromBytes, KnownLayout, Immutable)]
+//! #[derive(FromBytes, KnownLayout, Immutable, IntoBytes)]
 //! #[repr(C)]
 //! struct Request {
 //!     id: u32,
@@ -99,16 +107,58 @@
 //!     doubled: u32,
 //! }
 //!
-//! fn process_packet<B: Kmcl>(packet: IncomingPacket<'_, B>) {
-//!     match packet.read::<Request>() {
-//!         Ok((request, _rest)) => packet.complete_with(&Response {
-//!             id: request.id,
-//!             doubled: request.value.wrapping_mul(2),
-//!         }),
-//!         Err(_too_short) => packet.fail(),
+//! struct Doubler;
+//!
+//! impl<K: ChannelBackend> Handler<Server, K> for Doubler {
+//!     fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+//!         match packet.read::<Request>() {
+//!             Ok((request, _rest)) => packet.complete_with(&Response {
+//!                 id: request.id,
+//!                 doubled: request.value.wrapping_mul(2),
+//!             }),
+//!             Err(_too_short) => packet.fail(),
+//!         }
 //!     }
 //! }
-//! # let _ = process_packet::<vmbus_kmcl::dispatch::Linked>;
+//!
+//! struct Vsc;
+//!
+//! impl<K: ChannelBackend> Handler<Client, K> for Vsc {
+//!     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+//!         packet.complete_empty();
+//!     }
+//! }
+//!
+//! const TYPE: Guid = guid!("8a0f6c52-3b1e-4d7a-9c2b-5e4f3a2b1c0d");
+//! const INSTANCE: Guid = guid!("8a0f6c52-3b1e-4d7a-9c2b-000000000001");
+//!
+//! let bus = vmbus_kmcl_sim::Bus::new();
+//! // SAFETY: the sim's device objects live as long as the bus.
+//! let root = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) };
+//! // SAFETY: as above.
+//! let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) };
+//!
+//! let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, Doubler));
+//! let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut())?;
+//! vsp.set_interface_id(TYPE, INSTANCE)?;
+//! let vsp = vsp.enable()?;
+//! vsp.start();
+//! let mut vsc_slot = pin!(ChannelSlot::new(guest, Linked, Vsc));
+//! let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut())?;
+//! vsc.set_target(TYPE, Some(INSTANCE))?;
+//! let vsc = vsc.enable()?;
+//! bus.run_until_idle();
+//!
+//! let mut response = [0u8; 8];
+//! let reply = vsc.request(Request { id: 1, value: 21 }.as_bytes(), &mut response, None)?;
+//! assert_eq!(reply, Response { id: 1, doubled: 42 }.as_bytes());
+//! // Too short for a `Request`: the handler fails it, and the sender sees the failure.
+//! let short = vsc.request(b"hi", &mut response, None);
+//! assert_eq!(short, Err(Error::Status(NtStatus::UNSUCCESSFUL)));
+//!
+//! drop((vsc, vsp));
+//! bus.assert_no_leaks();
+//! # Ok::<(), Error>(())
 //! ```
 
 use core::cell::Cell;
@@ -204,10 +254,20 @@ pub fn read_prefix<T>(bytes: &[u8]) -> core::result::Result<(T, &[u8]), PayloadE
 where
     T: FromBytes + KnownLayout + Immutable,
 {
-    T::read_from_prefix(bytes).map_err(|_| PayloadError::TooShort {
-        needed: size_of::<T>(),
-        available: bytes.len(),
-    })
+    let Some((head, rest)) = bytes.split_at_checked(size_of::<T>()) else {
+        return Err(PayloadError::TooShort {
+            needed: size_of::<T>(),
+            available: bytes.len(),
+        });
+    };
+    // One unaligned copy of exactly `size_of::<T>()` bytes, as zerocopy's `read_from_prefix`
+    // makes, spelled as a typed read so that the compiler loads `T` field by field, as a C
+    // driver's `RtlCopyMemory` into a local does (one instruction less on the receive gate).
+    // SAFETY: `head` is `size_of::<T>()` initialised bytes, readable and without alignment
+    // requirement for `read_unaligned`, and `T: FromBytes` makes every such byte pattern a
+    // valid `T`.
+    let value = unsafe { head.as_ptr().cast::<T>().read_unaligned() };
+    Ok((value, rest))
 }
 
 /// Copies a `T` out of `bytes`, which must be exactly as long as `T`.

@@ -75,8 +75,10 @@ impl Drop for NotCounted {
 
 // ----- A table whose receive entries count only the wrapper -----
 
-/// The process-packet callback the crate registered (its trampoline).
-static TRAMPOLINE: OnceLock<usize> = OnceLock::new();
+/// The process-packet callback the crate registered last (its trampoline). Every channel that
+/// registers through the table below has the same handler and backend types, so the same
+/// trampoline, even where Miri gives the function several addresses.
+static TRAMPOLINE: Mutex<PFN_VMB_CHANNEL_PROCESS_PACKET> = Mutex::new(None);
 
 /// Counts allocations for the duration of the trampoline, which it calls as KMCL would.
 unsafe extern "C" fn counted_process_packet(
@@ -86,13 +88,13 @@ unsafe extern "C" fn counted_process_packet(
     length: u32,
     flags: u32,
 ) {
-    let address = *TRAMPOLINE.get().expect("registered");
-    // SAFETY: the address of the crate's `EVT_VMB_CHANNEL_PROCESS_PACKET` trampoline, stored by
-    // `set_callbacks` below from a non-NULL function pointer of exactly this type.
-    let trampoline: unsafe extern "C" fn(VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32, u32) =
-        unsafe { std::mem::transmute(address) };
+    let trampoline = TRAMPOLINE
+        .lock()
+        .unwrap()
+        .expect("registered before any delivery");
     COUNTING.with(|c| c.set(true));
-    // SAFETY: KMCL's own arguments, passed on unchanged.
+    // SAFETY: the crate's trampoline for channels of this table, with KMCL's own arguments,
+    // passed on unchanged.
     unsafe { trampoline(channel, packet, buffer, length, flags) };
     COUNTING.with(|c| c.set(false));
 }
@@ -104,9 +106,7 @@ unsafe extern "C" fn set_callbacks(
 ) -> NTSTATUS {
     let mut registered = process_packet;
     if let Some(trampoline) = process_packet {
-        let address = trampoline as usize;
-        // Every server channel of these tests has the same handler type, so one trampoline.
-        assert_eq!(*TRAMPOLINE.get_or_init(|| address), address);
+        *TRAMPOLINE.lock().unwrap() = Some(trampoline);
         registered = Some(counted_process_packet);
     }
     // SAFETY: forwards the caller's arguments, with a callback that forwards to theirs.
@@ -118,6 +118,11 @@ unsafe extern "C" fn set_callbacks(
         )
     }
 }
+
+/// The one `VmbChannelGetPointer` entry of both tables, read from a static so that both hold
+/// the same function pointer (the crate refuses tables of different KMCLs, which it tells
+/// apart by this entry).
+static GET_POINTER: unsafe extern "C" fn(VMBCHANNEL) -> PVOID = get_pointer;
 
 unsafe extern "C" fn get_pointer(channel: VMBCHANNEL) -> PVOID {
     let _kmcl = NotCounted::new();
@@ -158,7 +163,7 @@ fn server_table() -> &'static ServerInterface {
         let mut raw = vmbus_kmcl_sim::server_interface();
         let client = &mut raw.ClientMethods;
         client.VmbChannelInitSetProcessPacketCallbacks = Some(set_callbacks);
-        client.VmbChannelGetPointer = Some(get_pointer);
+        client.VmbChannelGetPointer = Some(GET_POINTER);
         client.VmbChannelPacketComplete = Some(complete);
         client.VmbChannelPacketFail = Some(fail);
         client.VmbChannelPacketDeferToPassive = Some(defer);
@@ -174,7 +179,7 @@ fn client_table() -> &'static ClientInterface {
     static TABLE: OnceLock<ClientInterface> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut raw = vmbus_kmcl_sim::client_interface();
-        raw.VmbChannelGetPointer = Some(get_pointer);
+        raw.VmbChannelGetPointer = Some(GET_POINTER);
         // SAFETY: a filled client table holding one reference, handed over.
         unsafe { ClientInterface::from_raw(raw) }.expect("the sim fills every entry")
     })
@@ -212,12 +217,15 @@ enum Mode {
     Detach,
     /// Fetch the external data (pending or ready) and answer with its bytes.
     External,
+    /// Fetch the external data and detach the token with it, for the test to answer.
+    ExternalDetach,
 }
 
 struct Vsp<K: ChannelBackend> {
     mode: AtomicU8,
     irqls: Mutex<Vec<KIRQL>>,
     held: Mutex<Vec<(Request, DeferredPacket<K>)>>,
+    held_external: Mutex<Vec<DeferredPacket<K>>>,
     external: Mutex<Vec<Option<Vec<u8>>>>,
     errors: Mutex<Vec<PayloadError>>,
 }
@@ -228,6 +236,7 @@ impl<K: ChannelBackend> Vsp<K> {
             mode: AtomicU8::new(mode as u8),
             irqls: Mutex::default(),
             held: Mutex::default(),
+            held_external: Mutex::default(),
             external: Mutex::default(),
             errors: Mutex::default(),
         }
@@ -244,7 +253,8 @@ impl<K: ChannelBackend> Vsp<K> {
             2 => Mode::Drop,
             3 => Mode::Defer,
             4 => Mode::Detach,
-            _ => Mode::External,
+            5 => Mode::External,
+            _ => Mode::ExternalDetach,
         }
     }
 
@@ -286,6 +296,11 @@ impl<K: ChannelBackend> Handler<Server, K> for Vsp<K> {
             Mode::Detach => {
                 let request = packet.read_exact::<Request>().unwrap();
                 self.held.lock().unwrap().push((request, packet.detach()));
+            }
+            Mode::ExternalDetach => {
+                let ready = packet.external_data(ExternalDataFlags::empty()).unwrap();
+                assert!(matches!(ready, ExternalData::Ready(_)));
+                self.held_external.lock().unwrap().push(packet.detach());
             }
             Mode::External => {
                 assert!(packet.flags().contains(PacketFlags::EXTERNAL_DATA));
@@ -524,6 +539,23 @@ unsafe extern "C" fn on_completion(packet: VMBPACKET, status: NTSTATUS, buf: PVO
     unsafe { vmbus_kmcl_sys::VmbPacketFree(packet) };
 }
 
+/// Sends `header` with `mdl` as external data from the client, waiting for a completion.
+fn send_external(client: VMBCHANNEL, header: &[u8], mdl: &SimMdl) {
+    // SAFETY: a live client channel.
+    let packet = unsafe { vmbus_kmcl_sys::VmbPacketAllocate(client) };
+    assert!(!packet.is_null());
+    // SAFETY: a live packet and a routine sound for KMCL's arguments (it frees the packet).
+    unsafe { vmbus_kmcl_sys::VmbPacketSetCompletionRoutine(packet, Some(on_completion)) };
+    let flags = VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
+    let len = u32::try_from(header.len()).unwrap();
+    let buffer = header.as_ptr().cast_mut().cast();
+    // SAFETY: a live packet; `len` readable bytes (copied by the sim); the MDL outlives the
+    // transaction (the callers keep it until the completion arrived).
+    let status =
+        unsafe { vmbus_kmcl_sys::VmbPacketSend(packet, buffer, len, mdl.as_pmdl(), flags) };
+    assert_eq!(status, 0);
+}
+
 fn external_data_is_pending_then_ready<S: ChannelBackend + KmclServer, C: ChannelBackend>(
     server: S,
     client: C,
@@ -531,30 +563,27 @@ fn external_data_is_pending_then_ready<S: ChannelBackend + KmclServer, C: Channe
     run(server, client, Mode::External, false, |run| {
         run.bus.pend_next_external_data(1);
         let mdl = SimMdl::from_bytes(b"guest pages");
-        let header = *b"hdr";
-        // SAFETY: a live client channel.
-        let packet = unsafe { vmbus_kmcl_sys::VmbPacketAllocate(run.client) };
-        assert!(!packet.is_null());
-        // SAFETY: a live packet and a routine sound for KMCL's arguments.
-        unsafe { vmbus_kmcl_sys::VmbPacketSetCompletionRoutine(packet, Some(on_completion)) };
-        let flags = VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
-        // SAFETY: a live packet; 3 readable bytes; the MDL outlives the transaction.
-        let status = unsafe {
-            vmbus_kmcl_sys::VmbPacketSend(
-                packet,
-                header.as_ptr().cast_mut().cast(),
-                3,
-                mdl.as_pmdl(),
-                flags,
-            )
-        };
-        assert_eq!(status, 0);
+        send_external(run.client, b"hdr", &mdl);
         run.bus.run_until_idle();
         assert_eq!(
             *run.vsp.external.lock().unwrap(),
             [None, Some(b"guest pages".to_vec())]
         );
         assert_eq!(COMPLETED.with(|c| c.take()), [(0, b"guest pages".to_vec())]);
+
+        // Ready data stays with a detached token until it is answered.
+        run.vsp.set(Mode::ExternalDetach);
+        send_external(run.client, b"", &mdl);
+        run.bus.run_until_idle();
+        let deferred = run.vsp.held_external.lock().unwrap().pop().unwrap();
+        let view = deferred.external_data().unwrap();
+        // SAFETY: a sim MDL, valid until the packet is completed below.
+        let bytes = unsafe { vmbus_kmcl_sim::mdl_read(view.as_raw()) };
+        assert_eq!(bytes.as_deref(), Some(&b"guest pages"[..]));
+        assert!(COMPLETED.with(|c| c.take()).is_empty(), "not answered yet");
+        deferred.complete_empty();
+        run.bus.run_until_idle();
+        assert_eq!(COMPLETED.with(|c| c.take()), [(0, Vec::new())]);
     });
 }
 

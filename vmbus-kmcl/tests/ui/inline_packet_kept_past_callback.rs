@@ -3,7 +3,10 @@
 use vmbus_kmcl::dispatch::Linked;
 use vmbus_kmcl::packet::IncomingPacket;
 
-fn process_packet(packet: IncomingPacket<'_, Linked>, later: &mut Option<IncomingPacket<'static, Linked>>) {
+fn process_packet(
+    packet: IncomingPacket<'_, Linked>,
+    later: &mut Option<IncomingPacket<'static, Linked>>,
+) {
     *later = Some(packet);
 }
 
