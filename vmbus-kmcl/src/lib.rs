@@ -53,6 +53,7 @@
 //! | check | refusal |
 //! |---|---|
 //! | the requestor process (`IoGetRequestorProcess`) is the current process ([`Request`]) | [`Error::RequestorMismatch`] |
+//! | the thread is not attached: `PsGetProcessId` of the current process is `PsGetCurrentProcessId` ([`Request`]) | [`Error::RequestorMismatch`] |
 //! | the previous mode is `UserMode` (`ExGetPreviousMode`, [`Request`]) | [`Error::NotFromUserMode`] |
 //! | the current process is the context's (`IoGetCurrentProcess`, every conversion) | [`Error::WrongProcess`] |
 //! | the value is not NULL and has no kernel-handle bit ([`UserHandle::new`]) | [`Error::NotAUserHandle`] |
