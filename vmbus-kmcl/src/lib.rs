@@ -66,7 +66,8 @@
 //! escaping its scope, stored outside it, or sent to another thread; a [`ProcessContext`] shared
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
 //! attach; a user handle made in an attached context without `unsafe`; a request context made
-//! without a request or without `unsafe`; a [`KernelHandle`] used after it was moved or closed,
+//! without a request or without `unsafe`; a [`DeferredHandle`] pairing a free value with a
+//! process the driver chose; a [`KernelHandle`] used after it was moved or closed,
 //! or used after it moved into a channel; a channel outliving its device object.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
