@@ -619,7 +619,9 @@ fn take_matching(mut keep_out: impl FnMut(Option<u64>, u64, &Violation) -> bool)
 // The exported services. Each is a thin layer over the model above.
 // ---------------------------------------------------------------------------------------------
 
-/// `ZwClose`: closes a kernel handle, or a handle of the current process's table.
+/// `ZwClose`: closes a kernel handle, or a handle of the current process's table. Above
+/// `PASSIVE_LEVEL` the call is recorded as a violation (of the handle's bus, if it has one) and
+/// still closes, so that the accounting shows only that violation.
 ///
 /// # Safety
 ///
@@ -770,7 +772,8 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
     publish_current_process();
 }
 
-/// `PsLookupProcessByProcessId`: returns the process referenced.
+/// `PsLookupProcessByProcessId`: returns the process referenced. Above `APC_LEVEL` the call is
+/// recorded as a violation of the calling thread and still looks up.
 ///
 /// # Safety
 ///
@@ -896,7 +899,8 @@ pub extern "C" fn KeGetCurrentIrql() -> KIRQL {
 ///
 /// Fails with `STATUS_INVALID_HANDLE` when the current process has no such handle (the wrong
 /// process, or a closed or kernel handle) and `STATUS_OBJECT_TYPE_MISMATCH` when it names
-/// something other than a VMBus device; nothing is opened then.
+/// something other than a VMBus device; nothing is opened then. Above `PASSIVE_LEVEL` the call
+/// is recorded as a violation of the handle's bus and still converts.
 ///
 /// # Safety
 ///

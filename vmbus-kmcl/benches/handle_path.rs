@@ -14,7 +14,7 @@
 
 use std::hint::black_box;
 use std::ptr::NonNull;
-use vmbus_kmcl::Request;
+use vmbus_kmcl::{Request, UserHandle};
 use vmbus_kmcl_sys::nt::{self, KIRQL, KPROCESSOR_MODE, PEPROCESS, PIRP};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PHANDLE};
 
@@ -130,6 +130,12 @@ fn raw_path(irp: PIRP, user: HANDLE) -> NTSTATUS {
     if (user.addr() as isize) <= 0 {
         return STATUS_INVALID_HANDLE;
     }
+    convert_and_close(user)
+}
+
+/// Convert, check the status, close: the raw tail of both raw paths.
+#[inline(always)]
+fn convert_and_close(user: HANDLE) -> NTSTATUS {
     let mut kernel: HANDLE = core::ptr::null_mut();
     // SAFETY: `kernel` is a valid place for the result.
     let status = unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
@@ -144,18 +150,27 @@ fn raw_path(irp: PIRP, user: HANDLE) -> NTSTATUS {
     0
 }
 
+/// The scoped form of the wrapper path: the request's checks, a user handle in the request
+/// context, and its conversion, which re-reads the IRQL and re-compares the current process.
+#[inline(never)]
+fn scoped_path(irp: PIRP, user: HANDLE) -> NTSTATUS {
+    // SAFETY: the I/O manager never passes a NULL IRP to a dispatch routine.
+    let irp = unsafe { NonNull::new_unchecked(irp) };
+    // SAFETY: `irp` is the request being handled, valid for this call.
+    let request = unsafe { Request::from_raw(irp) };
+    match request.enter(|cx| UserHandle::new(user, cx)?.to_kernel_handle()) {
+        Ok(Ok(kernel)) => {
+            drop(kernel);
+            0
+        }
+        Ok(Err(e)) | Err(e) => e.status().into(),
+    }
+}
+
 /// Convert, check, close, without the checks (the cost baseline of the checks).
 #[inline(never)]
 fn unchecked_path(_irp: PIRP, user: HANDLE) -> NTSTATUS {
-    let mut kernel: HANDLE = core::ptr::null_mut();
-    // SAFETY: `kernel` is a valid place for the result.
-    let status = unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
-    if status != 0 {
-        return status;
-    }
-    // SAFETY: the conversion succeeded, so `kernel` is an open handle owned here.
-    let _ = unsafe { nt::ZwClose(kernel) };
-    0
+    convert_and_close(user)
 }
 
 /// The same path through the wrapper: the request's checks and the conversion, then drop.
@@ -182,10 +197,12 @@ fn main() {
         "raw" => raw_path,
         "wrapper" => wrapper_path,
         "unchecked" => unchecked_path,
+        "scoped" => scoped_path,
         // `cargo bench` passes `--bench`: run both once as a smoke test.
         _ => {
             let user = std::ptr::without_provenance_mut(0x44);
             assert_eq!((raw_path(irp(), user), wrapper_path(irp(), user)), (0, 0));
+            assert_eq!(scoped_path(irp(), user), 0);
             // Both refuse a kernel handle value without calling KMCL.
             let kernel = std::ptr::without_provenance_mut(0xFFFF_FFFF_8000_0004);
             let refused = (raw_path(irp(), kernel), wrapper_path(irp(), kernel));

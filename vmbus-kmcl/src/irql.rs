@@ -37,8 +37,8 @@
 //!   enabled one), and [`Channel::disable`](crate::channel::Channel::disable) returns no error.
 //!
 //! Both are `PASSIVE_LEVEL` only. They carry a debug assertion (a bug check in a driver built
-//! with debug assertions, a failed test on the emulator, which also records the call as a
-//! violation) and the documented rule: drop them at `PASSIVE_LEVEL`, or call
+//! with debug assertions, a failed test on the emulator, whose `ZwClose` also records a call
+//! above `PASSIVE_LEVEL` as a violation) and the documented rule: drop them at `PASSIVE_LEVEL`, or call
 //! [`KernelHandle::close`](crate::KernelHandle::close), which refuses above it and hands the
 //! handle back. A release build does not check in `Drop`: skipping the close would leak the
 //! handle silently, and deferring it to a work item needs an allocation this crate does not make.

@@ -77,6 +77,7 @@
 //! | check | refusal |
 //! |---|---|
 //! | the requestor process (`IoGetRequestorProcess`) is the current process ([`Request`]) | [`Error::RequestorMismatch`] |
+//! | the thread is not attached: `PsGetProcessId` of the current process is `PsGetCurrentProcessId` ([`Request`]) | [`Error::RequestorMismatch`] |
 //! | the previous mode is `UserMode` (`ExGetPreviousMode`, [`Request`]) | [`Error::NotFromUserMode`] |
 //! | the current process is the context's (`IoGetCurrentProcess`, every conversion) | [`Error::WrongProcess`] |
 //! | the value is not NULL and has no kernel-handle bit ([`UserHandle::new`]) | [`Error::NotAUserHandle`] |
@@ -89,9 +90,10 @@
 //! escaping its scope, stored outside it, or sent to another thread; a [`ProcessContext`] shared
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
 //! attach; a user handle made in an attached context without `unsafe`; a request context made
-//! without a request or without `unsafe`; a [`KernelHandle`] used after it was moved or closed,
-//! or used after it moved into a channel; a channel outliving its device object; a server-only
-//! setter on a client builder; configuring a channel after enabling it; pausing or starting a
+//! without a request or without `unsafe`; a [`DeferredHandle`] pairing a free value with a
+//! process the driver chose; a [`KernelHandle`] used after it was moved or closed, or used
+//! after it moved into a channel; a channel outliving its device object; a server-only setter
+//! on a client builder; configuring a channel after enabling it; pausing or starting a
 //! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
 //! channel through a client table; an incoming packet answered twice, used after its answer,
 //! kept past its callback or sent to another thread while inline, an external-data view used

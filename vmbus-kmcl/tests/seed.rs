@@ -30,6 +30,43 @@ fn raw_id(process: &Process) -> ProcessId {
     ProcessId::from_raw(core::ptr::without_provenance_mut(process.id() as usize))
 }
 
+/// Two VM worker processes numbering their handles as Windows does, so that one value names
+/// A's VMBus in A and B's VMBus in B.
+struct TwoVms {
+    worker_a: Process,
+    worker_b: Process,
+    vm_a: u64,
+    vm_b: u64,
+    raw: HANDLE,
+}
+
+fn two_vms() -> TwoVms {
+    let (vm_a, vm_b) = (fresh_bus_id(), fresh_bus_id());
+    let worker_a = Process::with_windows_handle_numbering("vmwp A");
+    let worker_b = Process::with_windows_handle_numbering("vmwp B");
+    let raw = worker_a.open_vmbus_handle(vm_a);
+    assert_eq!(raw, worker_b.open_vmbus_handle(vm_b), "the same value");
+    TwoVms {
+        worker_a,
+        worker_b,
+        vm_a,
+        vm_b,
+        raw,
+    }
+}
+
+/// Runs `f` while this thread is attached to `process` by a raw attach the wrapper does not see:
+/// what a stackful coroutine suspended inside an attach leaves behind.
+fn while_attached_to<R>(process: &Process, f: impl FnOnce() -> R) -> R {
+    let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
+    // SAFETY: a known process and a valid state; detached below on this thread.
+    unsafe { vmbus_kmcl_sys::nt::KeStackAttachProcess(process.as_eprocess(), &mut state) };
+    let result = f();
+    // SAFETY: the state of the attach above, on this thread, innermost.
+    unsafe { vmbus_kmcl_sys::nt::KeUnstackDetachProcess(&mut state) };
+    result
+}
+
 /// Runs `f` at `irql` on this thread, then restores the level.
 fn at_irql<R>(irql: u8, f: impl FnOnce() -> R) -> R {
     let previous = nt::set_current_irql(irql);
@@ -219,24 +256,19 @@ fn invalid_and_wrong_type_handles_map_to_their_errors() {
 /// for what such a coroutine leaves behind; the conversion's process compare refuses.
 #[test]
 fn a_conversion_after_the_thread_moved_to_another_process_is_refused() {
-    let vm_a = fresh_bus_id();
-    let vm_b = fresh_bus_id();
-    let worker_a = Process::with_windows_handle_numbering("vmwp A");
-    let worker_b = Process::with_windows_handle_numbering("vmwp B");
-    let raw_a = worker_a.open_vmbus_handle(vm_a);
-    assert_eq!(raw_a, worker_b.open_vmbus_handle(vm_b), "the same value");
+    let TwoVms {
+        worker_a,
+        worker_b,
+        vm_b,
+        raw: raw_a,
+        ..
+    } = two_vms();
     let thread = worker_a.enter();
     let irp = thread.issue_irp();
     let result = request(&irp)
         .enter(|cx| {
             let handle = UserHandle::new(raw_a, cx)?;
-            let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
-            // SAFETY: a known process and a valid state; detached below.
-            unsafe { vmbus_kmcl_sys::nt::KeStackAttachProcess(worker_b.as_eprocess(), &mut state) };
-            let result = handle.to_kernel_handle();
-            // SAFETY: the state of the attach above, on this thread.
-            unsafe { vmbus_kmcl_sys::nt::KeUnstackDetachProcess(&mut state) };
-            result
+            while_attached_to(&worker_b, || handle.to_kernel_handle())
         })
         .unwrap();
     assert!(matches!(result, Err(Error::WrongProcess)));
@@ -252,22 +284,22 @@ fn a_conversion_after_the_thread_moved_to_another_process_is_refused() {
 /// requestor and as the current process; the not-attached check refuses.
 #[test]
 fn a_request_on_a_thread_left_attached_elsewhere_is_refused() {
-    let vm_a = fresh_bus_id();
-    let vm_b = fresh_bus_id();
-    let worker_a = Process::with_windows_handle_numbering("vmwp A");
-    let worker_b = Process::with_windows_handle_numbering("vmwp B");
-    let raw_a = worker_a.open_vmbus_handle(vm_a);
-    assert_eq!(raw_a, worker_b.open_vmbus_handle(vm_b), "the same value");
+    let TwoVms {
+        worker_a,
+        worker_b,
+        vm_b,
+        raw: raw_a,
+        ..
+    } = two_vms();
     let thread = worker_a.enter();
     let irp = thread.issue_irp();
-    let mut state = vmbus_kmcl_sys::nt::KAPC_STATE::zeroed();
-    // SAFETY: a known process and a valid state; detached below.
-    unsafe { vmbus_kmcl_sys::nt::KeStackAttachProcess(worker_b.as_eprocess(), &mut state) };
-    assert_eq!(irp.requestor().map(|p| p.id()), Some(worker_b.id()));
-    let converted = request(&irp).convert_vmbus_handle(raw_a).map(drop);
-    let entered = request(&irp).enter(|_| ());
-    // SAFETY: the state of the attach above, on this thread.
-    unsafe { vmbus_kmcl_sys::nt::KeUnstackDetachProcess(&mut state) };
+    let (converted, entered) = while_attached_to(&worker_b, || {
+        assert_eq!(irp.requestor().map(|p| p.id()), Some(worker_b.id()));
+        (
+            request(&irp).convert_vmbus_handle(raw_a).map(drop),
+            request(&irp).enter(|_| ()),
+        )
+    });
     assert!(matches!(converted, Err(Error::RequestorMismatch)));
     assert!(matches!(entered, Err(Error::RequestorMismatch)));
     assert_eq!(
@@ -358,12 +390,13 @@ fn dropping_a_kernel_handle_above_passive_fails_a_debug_assertion() {
 
 #[test]
 fn a_deferred_handle_converts_in_its_process_on_any_thread_and_releases_the_reference() {
-    let vm_a = fresh_bus_id();
-    let vm_b = fresh_bus_id();
-    let worker_a = Process::with_windows_handle_numbering("vmwp A");
-    let worker_b = Process::with_windows_handle_numbering("vmwp B");
-    let raw = worker_a.open_vmbus_handle(vm_a);
-    assert_eq!(raw, worker_b.open_vmbus_handle(vm_b));
+    let TwoVms {
+        worker_a,
+        worker_b,
+        vm_a,
+        raw,
+        ..
+    } = two_vms();
     let deferred: DeferredHandle = {
         let thread = worker_a.enter();
         let irp = thread.issue_irp();

@@ -52,12 +52,13 @@ pub fn bind_channel<'s>(
 ///
 /// Called once by the I/O manager with a valid driver object and registry path.
 #[no_mangle]
-pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, _registry_path: PVOID) -> NTSTATUS {
+pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, registry_path: PVOID) -> NTSTATUS {
     if driver_object.is_null() {
         // Never true when the I/O manager calls us; keeps the code reachable for the linker.
         // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
         let request = unsafe { Request::from_raw(core::ptr::NonNull::dangling()) };
-        let kernel = match vmbus_handle_from_worker(&request, driver_object) {
+        // An opaque value, so that the conversion is not optimised out.
+        let kernel = match vmbus_handle_from_worker(&request, registry_path) {
             Ok(kernel) => kernel,
             Err(error) => return error.status().into(),
         };

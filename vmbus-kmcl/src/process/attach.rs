@@ -23,8 +23,8 @@ impl ProcessId {
         Self(id)
     }
 
-    /// The id of the current process (`PsGetCurrentProcessId`). Read it before attaching.
-    /// Any IRQL.
+    /// The id of the current thread's own process, the one that created it
+    /// (`PsGetCurrentProcessId`), also while the thread is attached to another one. Any IRQL.
     #[doc(alias = "PsGetCurrentProcessId")]
     pub fn current() -> Self {
         // SAFETY: `PsGetCurrentProcessId` has no preconditions.

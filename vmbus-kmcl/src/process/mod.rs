@@ -13,12 +13,14 @@
 //!   values in exactly two ways:
 //!   - from the I/O request the dispatch routine received ([`Request`]): [`Request::enter`]
 //!     checks once, at run time, that the IRQL is `PASSIVE_LEVEL`, that the requestor process
-//!     (`IoGetRequestorProcess`) is the current process (`IoGetCurrentProcess`), and that the
-//!     thread came from user mode (`ExGetPreviousMode` is `UserMode`). On a worker thread, a
-//!     work item, a DPC or inside an attach, the second check fails with
-//!     [`Error::RequestorMismatch`]; for a request another
-//!     driver built in kernel mode the third fails with
-//!     [`Error::NotFromUserMode`].
+//!     (`IoGetRequestorProcess`) is the current process (`IoGetCurrentProcess`), that the thread
+//!     is not attached to another process (`PsGetProcessId` of the current process equals
+//!     `PsGetCurrentProcessId`, the id of the thread's own process), and that the thread came
+//!     from user mode (`ExGetPreviousMode` is `UserMode`). On a worker thread, a work item, a
+//!     DPC or inside an attach, the second or third check fails with
+//!     [`Error::RequestorMismatch`]; for a request another driver built in kernel mode the
+//!     fourth fails with [`Error::NotFromUserMode`]. The third matters because
+//!     `IoGetRequestorProcess` returns the process the request's thread is attached to *now*.
 //!   - by attaching to a referenced process object the driver chose ([`ProcessRef::attach`]):
 //!     that context proves where the thread runs, but not where a value came from, so making a
 //!     [`UserHandle`] in it is `unsafe` ([`UserHandle::assume_received`]). The safe way to
