@@ -391,6 +391,8 @@ fn setters_validate_before_calling_kmcl() {
     assert!(info.incoming_at_passive);
     drop(vsp);
 
+    // A run-time name, encoded without allocation; it outlives the slot (KMCL may keep it).
+    let name: Utf16Buf<16> = Utf16Buf::from_str("Client é").unwrap();
     let mut slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
     let mut vsc = ClientBuilder::allocate(slot.as_mut()).unwrap();
     assert!(matches!(
@@ -402,9 +404,6 @@ fn setters_validate_before_calling_kmcl() {
         bus.channel_info(vsc.as_raw()).unwrap().ring_page_counts,
         (8, 2)
     );
-    // A run-time name, encoded without allocation.
-    let name: Utf16Buf<16> = Utf16Buf::from_str("Client é").unwrap();
-    let name = Box::leak(Box::new(name));
     vsc.set_friendly_name(name.as_slice()).unwrap();
     assert_eq!(
         bus.channel_info(vsc.as_raw())
