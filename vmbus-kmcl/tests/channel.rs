@@ -607,3 +607,26 @@ fn passive_only_calls_are_refused_above_passive() {
     assert!(bus.take_violations().is_empty());
     bus.assert_no_leaks();
 }
+
+#[test]
+fn a_client_armed_to_start_paused_opens_without_flowing_until_started() {
+    let bus = Bus::new();
+    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
+    let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
+    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
+    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
+    let vsp = vsp.enable().unwrap();
+    vsp.start();
+    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+    vsc.set_target(TYPE, None).unwrap().start_paused();
+    let vsc = vsc.enable().unwrap();
+    bus.run_until_idle();
+    assert_eq!(vsc.handler().take(), strings(&["opened"]));
+    assert!(bus.channel_info(vsc.as_raw()).unwrap().paused);
+    vsc.start();
+    bus.run_until_idle();
+    assert_eq!(vsc.handler().take(), strings(&["started", "post_started"]));
+    drop(vsc);
+    drop(vsp);
+    bus.assert_no_leaks();
+}
