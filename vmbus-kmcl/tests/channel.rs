@@ -18,7 +18,7 @@ use vmbus_kmcl_sim::nt::{current_irql, Process};
 use vmbus_kmcl_sim::{Bus, ChannelState};
 
 mod common;
-use common::{guest, open_pair, root};
+use common::{guest, offer, open_pair, root};
 use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
 
 const TYPE: Guid = guid!("5c3e2a10-7b4d-4e8f-9a01-23456789abcd");
@@ -506,10 +506,7 @@ fn a_failed_connection_reaches_the_pnp_failure_callback() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
+    let vsp = offer(vsp_slot.as_mut(), TYPE, INSTANCE);
     bus.fail_next_open(NtStatus::INSUFFICIENT_RESOURCES.to_raw());
     let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
     vsc.set_target(TYPE, None).unwrap();
@@ -613,10 +610,7 @@ fn a_client_armed_to_start_paused_opens_without_flowing_until_started() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
-    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
+    let vsp = offer(vsp_slot.as_mut(), TYPE, INSTANCE);
     let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
     vsc.set_target(TYPE, None).unwrap().start_paused();
     let vsc = vsc.enable().unwrap();

@@ -27,6 +27,23 @@ pub fn guest(bus: &Bus) -> DeviceRef<'_> {
     unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
 }
 
+/// A server channel from `vsp_slot` offering `interface_type`/`instance`, enabled and started.
+pub fn offer<'s, HS, S>(
+    vsp_slot: Pin<&'s mut ChannelSlot<'_, HS, S>>,
+    interface_type: Guid,
+    instance: Guid,
+) -> Channel<'s, Server, HS, S>
+where
+    HS: Handler<Server, S>,
+    S: ChannelBackend + KmclServer,
+{
+    let mut vsp = ServerBuilder::allocate(vsp_slot).unwrap();
+    vsp.set_interface_id(interface_type, instance).unwrap();
+    let vsp = vsp.enable().unwrap();
+    vsp.start();
+    vsp
+}
+
 /// A server channel offering `interface_type`/`instance` from `vsp_slot`, started, and a client
 /// channel from `vsc_slot` opening it; the bus has run until both are open and flowing.
 pub fn open_pair<'s, HS, S, HC, C>(
@@ -42,10 +59,7 @@ where
     HC: Handler<Client, C>,
     C: ChannelBackend,
 {
-    let mut vsp = ServerBuilder::allocate(vsp_slot).unwrap();
-    vsp.set_interface_id(interface_type, instance).unwrap();
-    let vsp = vsp.enable().unwrap();
-    vsp.start();
+    let vsp = offer(vsp_slot, interface_type, instance);
     let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
     vsc.set_target(interface_type, None).unwrap();
     let vsc = vsc.enable().unwrap();
