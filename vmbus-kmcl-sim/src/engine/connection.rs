@@ -189,8 +189,8 @@ impl BusState {
         };
         let mmio_size = (u64::from(mmio.0) + u64::from(mmio.1)) << 20;
         let mmio_base = if mmio_size > 0 {
-            let base = 0xF_0000_0000 + self.next_mmio;
-            self.next_mmio += mmio_size;
+            let base = 0xF_0000_0000_u64.saturating_add(self.next_mmio);
+            self.next_mmio = self.next_mmio.saturating_add(mmio_size);
             base
         } else {
             0

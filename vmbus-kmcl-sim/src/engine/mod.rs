@@ -224,7 +224,7 @@ impl BusShared {
         mut st: MutexGuard<'a, BusState>,
         mut done: impl FnMut(&BusState) -> bool,
     ) -> (MutexGuard<'a, BusState>, bool) {
-        let deadline = Instant::now() + Self::block_limit(&st);
+        let deadline = far_deadline(Self::block_limit(&st));
         loop {
             if done(&st) {
                 return (st, true);
@@ -239,8 +239,22 @@ impl BusShared {
             let progressed = self.pump_once();
             st = self.lock();
             if !progressed && !done(&st) {
-                st = self.wait(st, (deadline - now).min(Duration::from_millis(20)));
+                st = self.wait(
+                    st,
+                    deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(20)),
+                );
             }
         }
     }
+}
+
+/// `now + d`, or a deadline about a century away when that does not fit in an `Instant` (a
+/// block limit or timeout of `Duration::MAX` must not panic inside an `extern "C"` function).
+pub(super) fn far_deadline(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

@@ -118,7 +118,7 @@ impl BusShared {
                     let ch = st.channels.get_mut(r)?;
                     ch.redeliver.pop_front();
                     ch.in_delivery = true;
-                    ch.batch += 1;
+                    ch.batch = ch.batch.saturating_add(1);
                     st.rr = i + 1;
                     return Some(Work::Deliver {
                         receiver: r,
@@ -169,8 +169,8 @@ impl BusShared {
                     };
                     let ch = st.channels.get_mut(r)?;
                     ch.in_delivery = true;
-                    ch.outstanding += 1;
-                    ch.batch += 1;
+                    ch.outstanding = ch.outstanding.saturating_add(1);
+                    ch.batch = ch.batch.saturating_add(1);
                     return Some(Work::Deliver {
                         receiver: r,
                         incoming: inc,

@@ -89,9 +89,9 @@ impl BusShared {
         self.notify();
         let deadline = match timeout {
             None | Some(0) => None,
-            Some(t) if t < 0 => {
-                Some(Instant::now() + Duration::from_nanos(t.unsigned_abs().saturating_mul(100)))
-            }
+            Some(t) if t < 0 => Some(far_deadline(Duration::from_nanos(
+                t.unsigned_abs().saturating_mul(100),
+            ))),
             Some(t) => Some(absolute_deadline(t)),
         };
         loop {
@@ -129,5 +129,5 @@ pub(super) fn absolute_deadline(t: i64) -> Instant {
         .unwrap_or_default();
     let target_unix_100ns = t.unsigned_abs().saturating_sub(EPOCH_DIFF_100NS);
     let target = Duration::from_nanos(target_unix_100ns.saturating_mul(100));
-    Instant::now() + target.saturating_sub(now_unix)
+    far_deadline(target.saturating_sub(now_unix))
 }
