@@ -19,8 +19,12 @@ impl BusState {
         let mut cancelled: Vec<Origin> = Vec::new();
         for f in frames {
             match f.body {
-                FrameBody::Data { origin, .. } => cancelled.push(origin),
-                FrameBody::Completion { .. } => {}
+                FrameBody::Data {
+                    origin,
+                    wants_completion,
+                    ..
+                } if owes_completion(origin, wants_completion) => cancelled.push(origin),
+                FrameBody::Data { .. } | FrameBody::Completion { .. } => {}
             }
             self.give_buf(f.payload);
         }

@@ -53,6 +53,12 @@ pub(super) struct Outgoing {
     pub(super) forced_full: bool,
 }
 
+/// Whether a cancelled data frame owes its sender a completion: packet objects and synchronous
+/// requests always learn the outcome; a raw guest frame only when it asked for a completion.
+pub(super) fn owes_completion(origin: Origin, wants_completion: bool) -> bool {
+    wants_completion || !matches!(origin, Origin::Raw(_))
+}
+
 pub(super) fn round8(n: usize) -> usize {
     n.div_ceil(8).saturating_mul(8)
 }
@@ -99,12 +105,14 @@ impl BusState {
                 return;
             };
             ch.out.used += f.size;
+            // A packet object or synchronous request sent without WAIT_FOR_COMPLETION completes
+            // once it is in the ring; a raw guest frame that asked for nothing gets nothing.
             let local = match f.body {
                 FrameBody::Data {
                     origin,
                     wants_completion: false,
                     ..
-                } => Some(origin),
+                } if !matches!(origin, Origin::Raw(_)) => Some(origin),
                 _ => None,
             };
             ch.out.ring.push_back(f);
@@ -141,7 +149,16 @@ impl BusState {
     /// Completions owed to the senders of frames that will never be delivered.
     pub(super) fn cancel_frames(&mut self, frames: Vec<Frame>, status: NTSTATUS) {
         for f in frames {
-            if let FrameBody::Data { origin, .. } = f.body {
+            if let FrameBody::Data {
+                origin,
+                wants_completion,
+                ..
+            } = f.body
+            {
+                if !owes_completion(origin, wants_completion) {
+                    self.give_buf(f.payload);
+                    continue;
+                }
                 self.local.push_back(LocalCompletion {
                     origin,
                     status,
