@@ -812,6 +812,14 @@ pub unsafe extern "C" fn VmbPacketInitialize(
 /// `VmbPacketSend`. The inline buffer is copied at once; the external MDL (a [`crate::SimMdl`]
 /// chain) is described by reference and must stay alive until the packet completes.
 ///
+/// Ring sizes follow the channel's configuration: the smallest ring holds one frame of the
+/// maximum inline size plus the descriptor of the declared maximum external data (one page
+/// when none was declared). A frame larger than the ring can never be delivered, so on an
+/// open channel it is refused with `STATUS_INVALID_PARAMETER` (sim choice); one queued before
+/// the ring was sized is dropped when the channel opens, recorded as a violation, and its
+/// packet completed with `STATUS_INVALID_PARAMETER`. The same holds for the other send
+/// functions and `VmbChannelSendSynchronousRequest`.
+///
 /// # Safety
 ///
 /// `Buffer` must be valid for reads of `BufferLength` bytes; `ExternalDataMdl` must be NULL or
@@ -935,7 +943,10 @@ pub unsafe extern "C" fn VmbPacketSendWithExternalPfns(
 // ----- Incoming packets -----
 
 /// `VmbChannelPacketComplete`: finishes an incoming packet, sending the completion data back
-/// when the sender waits for it. A second completion is a violation.
+/// when the sender waits for it. A second completion is a violation. Completion data whose frame
+/// is larger than the ring back to the sender could never be sent (it would block the ring for
+/// ever): that is a violation too, and the sender's transaction completes with
+/// `STATUS_BUFFER_OVERFLOW` and no data (sim choice).
 ///
 /// # Safety
 ///

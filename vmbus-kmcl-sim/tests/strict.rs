@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use common::*;
 use vmbus_kmcl_sim::status::*;
-use vmbus_kmcl_sim::{Bus, RawPacketError};
+use vmbus_kmcl_sim::{Bus, RawPacketError, SimMdl};
 use vmbus_kmcl_sys::*;
 
 // ----- Item 1: no export aborts the process -----
@@ -187,6 +187,164 @@ fn raw_guest_frames_cancelled_at_close_complete_only_when_requested() {
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].transaction_id, 6);
     assert_eq!(done[0].status, STATUS_CANCELLED);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+// ----- Item 3: a frame that can never fit is an error, not a silent wedge -----
+
+/// A client on the smallest rings (one page each way) with the default 4096-byte maximum
+/// packet size, `max_external` declared when given, and a recording server.
+fn smallest_ring_pair(bus: &Bus, max_external: Option<u32>) -> (Ep, Ep) {
+    let s = server(bus);
+    let c = client(bus);
+    // SAFETY: live channels in their init phase.
+    unsafe {
+        assert_eq!(VmbClientChannelInitSetRingBufferPageCount(c.ch, 1, 1), 0);
+        if let Some(size) = max_external {
+            assert_eq!(VmbChannelInitSetMaximumExternalData(c.ch, size, 1), 0);
+        }
+    }
+    open(bus, &s, &c);
+    (s, c)
+}
+
+/// Sends `inline` bytes plus `mdl` on a fresh packet of `from`, waiting for the completion.
+fn send_with_mdl(from: &Ep, inline: &[u8], mdl: &SimMdl) -> (VMBPACKET, NTSTATUS) {
+    // SAFETY: live channel; the packet pointer is the endpoint's live Ctx; the MDL outlives
+    // the transaction.
+    unsafe {
+        let p = VmbPacketAllocate(from.ch);
+        VmbPacketSetPointer(p, std::sync::Arc::as_ptr(&from.ctx) as PVOID);
+        VmbPacketSetCompletionRoutine(p, Some(record_completion));
+        let st = VmbPacketSend(
+            p,
+            inline.as_ptr() as PVOID,
+            inline.len() as u32,
+            mdl.as_pmdl(),
+            WAIT,
+        );
+        (p, st)
+    }
+}
+
+/// KMCL sizes the rings so that a packet of the maximum size fits (fact sheet #14, #15): the
+/// smallest ring has room for the maximum inline payload plus an external-data descriptor.
+#[test]
+fn smallest_ring_fits_the_maximum_inline_payload_with_an_external_mdl() {
+    let bus = Bus::new();
+    let (s, c) = smallest_ring_pair(&bus, None);
+    let mdl = SimMdl::from_bytes(&[7; 100]);
+    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
+    assert_eq!(st, STATUS_SUCCESS);
+    bus.run_until_idle();
+    assert_eq!(s.ctx.payloads.lock().unwrap().len(), 1);
+    assert_eq!(c.ctx.completions.lock().unwrap()[0].0, STATUS_SUCCESS);
+    free(&[p]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// A send whose frame is larger than the ring can never be delivered: it is refused at send
+/// time with `STATUS_INVALID_PARAMETER` instead of returning `STATUS_SUCCESS` and waiting for
+/// ever; declaring the external data size (`VmbChannelInitSetMaximumExternalData`) makes KMCL
+/// size the ring so that it fits.
+#[test]
+fn a_send_larger_than_the_ring_is_refused_unless_declared() {
+    let bus = Bus::new();
+    let (s, c) = smallest_ring_pair(&bus, None);
+    let mdl = SimMdl::new(3 * 4096);
+    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
+    assert_eq!(st, STATUS_INVALID_PARAMETER);
+    free(&[p]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+
+    let bus = Bus::new();
+    let (s, c) = smallest_ring_pair(&bus, Some(3 * 4096));
+    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
+    assert_eq!(st, STATUS_SUCCESS);
+    bus.run_until_idle();
+    assert_eq!(c.ctx.completions.lock().unwrap()[0].0, STATUS_SUCCESS);
+    free(&[p]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// A frame queued before the channel opened that turns out larger than the ring is dropped
+/// when the ring is sized (a violation), and its sender completed with
+/// `STATUS_INVALID_PARAMETER`, instead of blocking the ring until disable.
+#[test]
+fn a_queued_frame_that_can_never_fit_is_failed_at_open() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channel in its init phase.
+    unsafe { assert_eq!(VmbClientChannelInitSetRingBufferPageCount(c.ch, 1, 1), 0) };
+    // SAFETY: live channel; no server offers yet, so the client waits for one.
+    unsafe { assert_eq!(VmbChannelEnable(c.ch), 0) };
+    let mdl = SimMdl::new(3 * 4096);
+    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
+    assert_eq!(st, STATUS_SUCCESS, "queued: the ring is not sized yet");
+    let (q, st) = send(&c, b"behind it", WAIT);
+    assert_eq!(st, STATUS_SUCCESS);
+    // SAFETY: live channel.
+    unsafe {
+        assert_eq!(VmbChannelEnable(s.ch), 0);
+        VmbChannelStart(s.ch);
+    }
+    bus.run_until_idle();
+    let v = bus.take_violations();
+    assert!(v.len() == 1 && v[0].contains("can never fit"), "{v:?}");
+    let done = c.ctx.completions.lock().unwrap().clone();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert_eq!(done[0].0, STATUS_INVALID_PARAMETER);
+    // The packet behind it was not blocked.
+    assert_eq!(done[1].0, STATUS_SUCCESS);
+    assert_eq!(*s.ctx.payloads.lock().unwrap(), [b"behind it".to_vec()]);
+    free(&[p, q]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// A completion whose frame is larger than the ring back to the sender would block that ring
+/// for ever: it is a violation, and the sender gets `STATUS_BUFFER_OVERFLOW` without data.
+#[test]
+fn a_completion_larger_than_the_ring_is_a_violation() {
+    let bus = Bus::new();
+    let (s, c) = smallest_ring_pair(&bus, None);
+    s.ctx.mode.store(HOLD, Ordering::SeqCst);
+    let (p, st) = send(&c, b"ask", WAIT);
+    assert_eq!(st, STATUS_SUCCESS);
+    bus.run_until_idle();
+    let held = s.ctx.take_held();
+    assert_eq!(held.len(), 1);
+    let capacity = bus.channel_info(s.ch).unwrap().outgoing_ring_capacity;
+    let reply = vec![9u8; capacity];
+    // SAFETY: completing the held packet once with a live buffer.
+    unsafe {
+        VmbChannelPacketComplete(
+            std::ptr::without_provenance_mut(held[0]),
+            reply.as_ptr() as PVOID,
+            reply.len() as u32,
+        )
+    };
+    bus.run_until_idle();
+    let v = bus.take_violations();
+    assert!(v.len() == 1 && v[0].contains("can never fit"), "{v:?}");
+    assert_eq!(
+        *c.ctx.completions.lock().unwrap(),
+        [(STATUS_BUFFER_OVERFLOW, vec![])]
+    );
+    // The ring still carries traffic.
+    s.ctx.mode.store(COMPLETE_INLINE, Ordering::SeqCst);
+    let (q, _) = send(&c, b"next", WAIT);
+    bus.run_until_idle();
+    assert_eq!(
+        c.ctx.completions.lock().unwrap()[1],
+        (STATUS_SUCCESS, b"txen".to_vec())
+    );
+    free(&[p, q]);
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }

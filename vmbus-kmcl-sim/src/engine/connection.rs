@@ -183,12 +183,19 @@ impl BusState {
             });
             return;
         }
-        let (client_pages, client_max) = match self.channels.get(cl) {
-            Some(x) => (x.ring_pages, x.max_packet_size),
+        let (client_pages, client_min) = match self.channels.get(cl) {
+            Some(x) => (
+                x.ring_pages,
+                min_ring(x.max_packet_size, x.max_external_data),
+            ),
             None => return,
         };
-        let (server_max, mmio, server_instance) = match self.channels.get(s) {
-            Some(x) => (x.max_packet_size, x.mmio_megabytes, x.interface_instance),
+        let (server_min, mmio, server_instance) = match self.channels.get(s) {
+            Some(x) => (
+                min_ring(x.max_packet_size, x.max_external_data),
+                x.mmio_megabytes,
+                x.interface_instance,
+            ),
             None => return,
         };
         let mmio_size = (u64::from(mmio.0) + u64::from(mmio.1)) << 20;
@@ -199,16 +206,15 @@ impl BusState {
         } else {
             0
         };
-        let min_ring = |max: u32| frame_size(max as usize, None);
         if let Some(x) = self.channels.get_mut(s) {
             x.peer = Some(cl);
             x.state = ChannelState::Connecting;
-            x.out.capacity = (client_pages.0 as usize * PAGE_SIZE).max(min_ring(server_max));
+            x.out.capacity = (client_pages.0 as usize * PAGE_SIZE).max(server_min);
         }
         if let Some(x) = self.channels.get_mut(cl) {
             x.peer = Some(s);
             x.state = ChannelState::Connecting;
-            x.out.capacity = (client_pages.1 as usize * PAGE_SIZE).max(min_ring(client_max));
+            x.out.capacity = (client_pages.1 as usize * PAGE_SIZE).max(client_min);
             x.mmio_space = (mmio_base, mmio_size);
             x.interface_instance = server_instance;
         }

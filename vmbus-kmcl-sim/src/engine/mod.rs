@@ -93,6 +93,8 @@ pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 4096;
 /// The whole mutable state of a bus.
 #[derive(Debug, Default)]
 pub(crate) struct BusState {
+    /// The bus's id (for violations recorded where only the state is at hand).
+    id: u64,
     channels: Slab<Channel>,
     packets: Slab<Packet>,
     incoming: Slab<Incoming>,
@@ -151,6 +153,7 @@ impl BusShared {
         let bus = Arc::new(BusShared {
             id,
             state: Mutex::new(BusState {
+                id,
                 next_gpadl: 1,
                 ..BusState::default()
             }),

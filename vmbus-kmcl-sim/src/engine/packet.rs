@@ -238,6 +238,11 @@ impl BusShared {
                 return STATUS_INVALID_PARAMETER;
             }
         }
+        let size = frame_size(payload.len(), external.as_ref());
+        if ch.peer.is_some() && size > ch.out.capacity {
+            // The ring was sized at open; this frame could never enter it.
+            return STATUS_INVALID_PARAMETER;
+        }
         let suspended = ch.suspended;
         if suspended {
             self.violation(
@@ -251,7 +256,6 @@ impl BusShared {
             pk.state = PacketState::InFlight;
             pk.txn = txn;
         }
-        let size = frame_size(payload.len(), external.as_ref());
         let payload = st.take_buf(payload);
         let frame = Frame {
             size,

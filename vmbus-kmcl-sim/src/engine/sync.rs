@@ -54,6 +54,10 @@ impl BusShared {
             return (STATUS_INVALID_PARAMETER_3, Vec::new());
         }
         let size = frame_size(payload.len(), external.as_ref());
+        if ch.peer.is_some() && size > ch.out.capacity {
+            // The ring was sized at open; this frame could never enter it.
+            return (STATUS_INVALID_PARAMETER, Vec::new());
+        }
         if zero {
             let fits = ch.state == ChannelState::Open
                 && ch.out.waiting.is_empty()
