@@ -134,16 +134,30 @@ unsafe fn bytes<'a>(buf: *const c_void, len: u32) -> Result<&'a [u8], ()> {
     Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len as usize) })
 }
 
-/// Writes `value` through `out` when it is not NULL.
+/// Writes `value` through `out` when it is not NULL. C lets a caller point at a scalar at any
+/// address, so the write does not assume alignment (free on x86_64 and aarch64).
 ///
 /// # Safety
 ///
-/// `out` is NULL or valid for a write of `T`.
+/// `out` is NULL or valid for a write of `size_of::<T>()` bytes (at any alignment).
 unsafe fn put<T>(out: *mut T, value: T) {
     if !out.is_null() {
-        // SAFETY: non-null, and the caller guarantees it is valid for writes.
-        unsafe { out.write(value) };
+        // SAFETY: non-null, and the caller guarantees `size_of::<T>()` writable bytes; the
+        // write is unaligned, so no alignment is required.
+        unsafe { out.write_unaligned(value) };
     }
+}
+
+/// Reads the `T` a caller points at, at any alignment (see [`put`]).
+///
+/// # Safety
+///
+/// `p` is non-null and valid for a read of `size_of::<T>()` bytes (at any alignment) that hold
+/// a valid `T`.
+unsafe fn get<T>(p: *const T) -> T {
+    // SAFETY: the caller guarantees `size_of::<T>()` readable bytes holding a valid `T`; the
+    // read is unaligned, so no alignment is required.
+    unsafe { p.read_unaligned() }
 }
 
 fn described(mdl: PMDL, offset: usize, len: usize, first_only: bool) -> Option<Described> {
@@ -153,17 +167,18 @@ fn described(mdl: PMDL, offset: usize, len: usize, first_only: bool) -> Option<D
         .map(Described::Segments)
 }
 
-/// Writes the value of a successful engine call through `out` and returns `STATUS_SUCCESS`;
-/// returns the failing status, writing nothing, otherwise.
+/// Writes the value of a successful engine call through `out` (at any alignment) and returns
+/// `STATUS_SUCCESS`; returns the failing status, writing nothing, otherwise.
 ///
 /// # Safety
 ///
-/// `out` must be non-null and valid for a write of `T`.
+/// `out` must be non-null and valid for a write of `size_of::<T>()` bytes (at any alignment).
 unsafe fn write_on_success<T>(out: *mut T, result: Result<T, NTSTATUS>) -> NTSTATUS {
     match result {
         Ok(value) => {
-            // SAFETY: the caller guarantees `out` is non-null and valid for writes.
-            unsafe { out.write(value) };
+            // SAFETY: the caller guarantees `out` is non-null and valid for writes of
+            // `size_of::<T>()` bytes; the write is unaligned, so no alignment is required.
+            unsafe { out.write_unaligned(value) };
             STATUS_SUCCESS
         }
         Err(s) => s,
@@ -302,7 +317,8 @@ pub unsafe extern "C" fn VmbChannelInitSetFlags(Channel: VMBCHANNEL, Flags: UINT
 ///
 /// # Safety
 ///
-/// `Name` must be NULL or point to a valid `UNICODE_STRING` whose `Buffer`, when non-NULL and
+/// `Name` must be NULL or point to a valid `UNICODE_STRING` (at any alignment: it is read
+/// unaligned) whose `Buffer`, when non-NULL and
 /// 2-byte aligned, holds `Length` readable bytes. An odd `Length`, `Length > MaximumLength`,
 /// or a NULL or misaligned `Buffer` with `Length > 0` gives `STATUS_INVALID_PARAMETER_2`
 /// without reading the buffer.
@@ -317,8 +333,9 @@ pub unsafe extern "C" fn VmbChannelInitSetFriendlyName(
     if Name.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: `Name` is non-null and the caller guarantees it points to a valid UNICODE_STRING.
-    let s = unsafe { Name.read() };
+    // SAFETY: `Name` is non-null and the caller guarantees it points to a valid UNICODE_STRING
+    // (at any alignment: `get` reads unaligned).
+    let s = unsafe { get(Name) };
     // A UNICODE_STRING holds whole UTF-16 units in a non-NULL, 2-byte aligned buffer; anything
     // else is refused before a slice is made of it.
     if s.Length % 2 != 0 || s.Length > s.MaximumLength {
@@ -408,8 +425,8 @@ pub unsafe extern "C" fn VmbChannelInitSetStateChangeCallbacks(
     if StateChangeCallbacks.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: non-null, and the caller guarantees a readable table.
-    let t = unsafe { &*StateChangeCallbacks };
+    // SAFETY: non-null, and the caller guarantees a readable table (copied, at any alignment).
+    let t = unsafe { get(StateChangeCallbacks) };
     // CAST: the structure is 48 bytes.
     let size = std::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>() as ULONG;
     if t.Version != VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION || t.Size != size {
@@ -465,13 +482,13 @@ pub unsafe extern "C" fn VmbClientChannelInitSetTargetPnp(
     if InterfaceType.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: non-null, and the caller guarantees a readable GUID.
-    let ty = unsafe { InterfaceType.read() };
+    // SAFETY: non-null, and the caller guarantees a readable GUID (at any alignment).
+    let ty = unsafe { get(InterfaceType) };
     let inst = if InterfaceInstance.is_null() {
         None
     } else {
-        // SAFETY: non-null, and the caller guarantees a readable GUID.
-        Some(unsafe { InterfaceInstance.read() })
+        // SAFETY: non-null, and the caller guarantees a readable GUID (at any alignment).
+        Some(unsafe { get(InterfaceInstance) })
     };
     b.set_target_pnp(r, ty, inst, PnpFailureCallback)
 }
@@ -935,9 +952,21 @@ pub unsafe extern "C" fn VmbPacketSendWithExternalPfns(
     if PfnLength == 0 || ExternalDataPfns.is_null() {
         return STATUS_INVALID_PARAMETER_4;
     }
-    // SAFETY: non-null, and the caller guarantees `PfnLength` readable PFNs.
-    let pfns = unsafe { std::slice::from_raw_parts(ExternalDataPfns, PfnLength as usize) };
-    b.packet_send(r, data, Some(Described::Pfns(pfns.to_vec())), Flags, true)
+    const PFN: usize = std::mem::size_of::<PFN_NUMBER>();
+    // The array may sit at any address: it is read as bytes.
+    let len = PfnLength as usize * PFN;
+    // SAFETY: non-null, and the caller guarantees `PfnLength` readable PFNs, i.e. `len`
+    // readable bytes; `u8` needs no alignment.
+    let raw = unsafe { std::slice::from_raw_parts(ExternalDataPfns.cast::<u8>(), len) };
+    let pfns = raw
+        .chunks_exact(PFN)
+        .map(|c| {
+            let mut b = [0u8; PFN];
+            b.copy_from_slice(c);
+            PFN_NUMBER::from_ne_bytes(b)
+        })
+        .collect();
+    b.packet_send(r, data, Some(Described::Pfns(pfns)), Flags, true)
 }
 
 // ----- Incoming packets -----
@@ -1053,8 +1082,8 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let capacity = if CompletionBufferSize.is_null() {
         0
     } else {
-        // SAFETY: non-null, and the caller guarantees a readable UINT32.
-        unsafe { CompletionBufferSize.read() }
+        // SAFETY: non-null, and the caller guarantees a readable UINT32 (at any alignment).
+        unsafe { get(CompletionBufferSize) }
     };
     if capacity % 8 != 0 {
         return STATUS_INVALID_PARAMETER;
@@ -1065,8 +1094,8 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let timeout = if Timeout.is_null() {
         None
     } else {
-        // SAFETY: non-null and readable (caller's guarantee).
-        let t = unsafe { Timeout.read() };
+        // SAFETY: non-null and readable (caller's guarantee), at any alignment.
+        let t = unsafe { get(Timeout) };
         // SAFETY: both union members are plain integers covering all 8 bytes, so reading
         // `QuadPart` is valid for any bit pattern.
         Some(unsafe { t.QuadPart })
@@ -1079,9 +1108,9 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
             // `capacity >= n` bytes (caller's guarantee); `reply` is a distinct allocation.
             unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), CompletionBuffer.cast(), n) };
         }
-        // SAFETY: non-null and writable (caller's guarantee).
+        // SAFETY: non-null and writable (caller's guarantee), at any alignment.
         // CAST: n <= capacity, a u32.
-        unsafe { CompletionBufferSize.write(n as u32) };
+        unsafe { put(CompletionBufferSize, n as u32) };
     }
     status
 }

@@ -11,6 +11,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use common::*;
 use vmbus_kmcl_sim::status::*;
@@ -345,6 +346,207 @@ fn a_completion_larger_than_the_ring_is_a_violation() {
         (STATUS_SUCCESS, b"txen".to_vec())
     );
     free(&[p, q]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+// ----- Item 4: caller pointers are read as C allows -----
+
+/// Scratch memory with a known alignment, so that `base + 1` is misaligned for every scalar.
+#[repr(C, align(16))]
+struct Scratch([u8; 256]);
+
+impl Scratch {
+    fn new() -> Box<Scratch> {
+        Box::new(Scratch([0; 256]))
+    }
+
+    /// An address one byte past a 16-byte boundary, as a pointer to `T`.
+    fn odd<T>(&mut self) -> *mut T {
+        self.0.as_mut_ptr().wrapping_add(1).cast()
+    }
+}
+
+/// C lets `OriginalLatency` (a `PUINT16`) point anywhere; the sim writes it unaligned.
+#[test]
+fn misaligned_latency_output_is_written_unaligned() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    let mut mem = Scratch::new();
+    let out: *mut u16 = mem.odd();
+    // SAFETY: live channel; `out` has two writable bytes.
+    unsafe {
+        assert_eq!(
+            VmbChannelSetInterruptLatency(c.ch, 100, out),
+            STATUS_SUCCESS
+        );
+        assert_eq!(out.read_unaligned(), 0);
+        assert_eq!(VmbChannelSetInterruptLatency(c.ch, 7, out), STATUS_SUCCESS);
+        assert_eq!(out.read_unaligned(), 100);
+    }
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// The `UNICODE_STRING` itself may sit at any address (its `Buffer` must hold whole, aligned
+/// UTF-16 units, which the sim checks separately).
+#[test]
+fn misaligned_unicode_string_is_read_unaligned() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let name: Vec<u16> = "Net".encode_utf16().collect();
+    let mut mem = Scratch::new();
+    let us: *mut UNICODE_STRING = mem.odd();
+    // SAFETY: `us` has room for a UNICODE_STRING; live channel in its init phase; `name`
+    // outlives the call.
+    unsafe {
+        us.write_unaligned(UNICODE_STRING {
+            Length: 6,
+            MaximumLength: 6,
+            Buffer: name.as_ptr().cast_mut(),
+        });
+        assert_eq!(VmbChannelInitSetFriendlyName(s.ch, us), STATUS_SUCCESS);
+    }
+    assert_eq!(
+        bus.channel_info(s.ch).unwrap().friendly_name.as_deref(),
+        Some("Net")
+    );
+    // SAFETY: live channel.
+    unsafe { VmbChannelCleanup(s.ch) };
+    bus.assert_no_leaks();
+}
+
+/// `CompletionBufferSize` (a `PUINT32`) and `Timeout` (a `PLARGE_INTEGER`) of
+/// `VmbChannelSendSynchronousRequest` may be misaligned.
+#[test]
+fn misaligned_sync_request_size_and_timeout_are_read_unaligned() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    let mut size_mem = Scratch::new();
+    let mut timeout_mem = Scratch::new();
+    let size: *mut u32 = size_mem.odd();
+    let timeout: *mut LARGE_INTEGER = timeout_mem.odd();
+    let mut reply = [0u8; 16];
+    let msg = *b"12345";
+    // SAFETY: live channel; every pointer has room for its type; buffers of the stated sizes.
+    let st = unsafe {
+        size.write_unaligned(16);
+        timeout.write_unaligned(LARGE_INTEGER {
+            QuadPart: -50_000_000,
+        });
+        VmbChannelSendSynchronousRequest(
+            c.ch,
+            msg.as_ptr() as PVOID,
+            5,
+            std::ptr::null_mut(),
+            WAIT,
+            reply.as_mut_ptr().cast(),
+            size,
+            timeout,
+        )
+    };
+    assert_eq!(st, STATUS_SUCCESS);
+    // SAFETY: as above.
+    assert_eq!(unsafe { size.read_unaligned() }, 5);
+    assert_eq!(&reply[..5], b"54321");
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// The GPADL handle output, the state-callback table and the target GUIDs may be misaligned.
+#[test]
+fn misaligned_gpadl_handle_callback_table_and_guid_are_accessed_unaligned() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    let mut mem = Scratch::new();
+    let cbs: *mut VMB_CHANNEL_STATE_CHANGE_CALLBACKS = mem.odd();
+    let mut guid_mem = Scratch::new();
+    let ty: *mut GUID = guid_mem.odd();
+    // SAFETY: live channels in their init phase; the pointers have room for their types.
+    unsafe {
+        cbs.write_unaligned(VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new());
+        assert_eq!(
+            VmbChannelInitSetStateChangeCallbacks(s.ch, cbs),
+            STATUS_SUCCESS
+        );
+        ty.write_unaligned(guid(TYPE));
+        assert_eq!(
+            VmbClientChannelInitSetTargetPnp(c.ch, ty, std::ptr::null(), None),
+            STATUS_SUCCESS
+        );
+    }
+    open(&bus, &s, &c);
+    assert_eq!(
+        bus.channel_info(c.ch).unwrap().state,
+        vmbus_kmcl_sim::ChannelState::Open
+    );
+    let mut buf = vec![0u8; 64];
+    let mut out_mem = Scratch::new();
+    let id: *mut u32 = out_mem.odd();
+    // SAFETY: open client channel; `buf` outlives the GPADL; `id` has four writable bytes.
+    unsafe {
+        let st = VmbChannelCreateGpadlFromBuffer(c.ch, 0, buf.as_mut_ptr().cast(), 64, id);
+        assert_eq!(st, STATUS_SUCCESS);
+        let mut mdl: PMDL = std::ptr::null_mut();
+        assert_eq!(
+            VmbChannelMapGpadl(s.ch, 0, id.read_unaligned(), &mut mdl),
+            STATUS_SUCCESS
+        );
+        VmbChannelUnmapGpadl(s.ch, id.read_unaligned());
+        VmbChannelDeleteGpadl(c.ch, id.read_unaligned());
+    }
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+static SEEN_PFNS: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn record_pfns(
+    _ch: VMBCHANNEL,
+    pkt: VMBPACKETCOMPLETION,
+    _buf: PVOID,
+    _len: u32,
+    _flags: u32,
+) {
+    let mut mdl: PMDL = std::ptr::null_mut();
+    // SAFETY: inside the packet's delivery; `mdl` is a live local.
+    let st = unsafe { VmbChannelPacketGetExternalData(pkt, 0, &mut mdl) };
+    assert_eq!(st, STATUS_SUCCESS);
+    SEEN_PFNS
+        .lock()
+        .unwrap()
+        .push(vmbus_kmcl_sim::mdl_pfns(mdl).unwrap_or_default());
+    // SAFETY: completing the delivered packet once.
+    unsafe { VmbChannelPacketComplete(pkt, std::ptr::null_mut(), 0) };
+}
+
+/// The PFN array of `VmbPacketSendWithExternalPfns` may be misaligned.
+#[test]
+fn misaligned_pfn_array_is_read_unaligned() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    // SAFETY: live channel in its init phase.
+    unsafe {
+        assert_eq!(
+            VmbChannelInitSetProcessPacketCallbacks(s.ch, Some(record_pfns), None),
+            0
+        );
+    }
+    let c = client(&bus);
+    open(&bus, &s, &c);
+    let mut mem = Scratch::new();
+    let pfns: *mut u64 = mem.odd();
+    // SAFETY: `pfns` has room for two u64; live channel.
+    unsafe {
+        pfns.write_unaligned(0x1234);
+        pfns.wrapping_add(1).write_unaligned(0x5678);
+        let p = VmbPacketAllocate(c.ch);
+        let st = VmbPacketSendWithExternalPfns(p, std::ptr::null_mut(), 0, pfns, 2, WAIT);
+        assert_eq!(st, STATUS_SUCCESS);
+    }
+    bus.run_until_idle();
+    assert_eq!(*SEEN_PFNS.lock().unwrap(), [vec![0x1234, 0x5678]]);
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
