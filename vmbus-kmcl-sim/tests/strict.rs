@@ -550,3 +550,56 @@ fn misaligned_pfn_array_is_read_unaligned() {
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
+
+// ----- Item 5: bounded bookkeeping of closed kernel handles -----
+
+/// A double `ZwClose` is told from a close of a never-issued value without a list of every
+/// closed handle: after thousands of closes the first one's double close is still a
+/// `DoubleClose`, the newest is still charged to its bus, and a forged value is still an
+/// invalid close.
+#[test]
+fn double_close_is_detected_after_many_closes() {
+    use vmbus_kmcl_sim::nt::{self, Process, Violation};
+    let bus = Bus::new();
+    let worker = Process::new("vmwp");
+    let n = 4200;
+    let mut kernel_handles = Vec::with_capacity(n);
+    {
+        let _thread = worker.enter();
+        for _ in 0..n {
+            let user = bus.open_vmbus_handle_in(&worker);
+            let mut k: HANDLE = std::ptr::null_mut();
+            // SAFETY: `k` is a valid place for the result.
+            let st = unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut k) };
+            assert_eq!(st, STATUS_SUCCESS);
+            kernel_handles.push(k);
+        }
+    }
+    for k in &kernel_handles {
+        // SAFETY: open kernel handles, each closed once.
+        assert_eq!(unsafe { vmbus_kmcl_sys::nt::ZwClose(*k) }, STATUS_SUCCESS);
+    }
+    let first = kernel_handles[0];
+    // SAFETY: a closed value: the misuse under test (never dereferenced).
+    let st = unsafe { vmbus_kmcl_sys::nt::ZwClose(first) };
+    assert_eq!(st, vmbus_kmcl_sim::nt::STATUS_INVALID_HANDLE);
+    assert_eq!(
+        nt::take_violations(Some(first)),
+        [Violation::DoubleClose(first.addr())]
+    );
+    let last = kernel_handles[n - 1];
+    // SAFETY: as above.
+    let st = unsafe { vmbus_kmcl_sys::nt::ZwClose(last) };
+    assert_eq!(st, vmbus_kmcl_sim::nt::STATUS_INVALID_HANDLE);
+    let v = bus.take_violations();
+    assert!(v.len() == 1 && v[0].contains("DoubleClose"), "{v:?}");
+    let forged: HANDLE = std::ptr::without_provenance_mut(last.addr() + 4 * 1_000_000);
+    // SAFETY: a value never issued: the misuse under test.
+    let st = unsafe { vmbus_kmcl_sys::nt::ZwClose(forged) };
+    assert_eq!(st, vmbus_kmcl_sim::nt::STATUS_INVALID_HANDLE);
+    assert_eq!(
+        nt::take_violations(Some(forged)),
+        [Violation::CloseOfInvalidHandle(forged.addr())]
+    );
+    bus.assert_no_leaks();
+}
