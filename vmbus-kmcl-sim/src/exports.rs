@@ -1149,7 +1149,12 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
         ptr: Buffer.cast::<u8>(),
         len: ByteCount as usize,
     };
-    let result = b.gpadl_create(r, Flags, Described::Segments(vec![seg]));
+    let result = b.gpadl_create(
+        r,
+        Flags,
+        Described::Segments(vec![seg]),
+        "VmbChannelCreateGpadlFromBuffer",
+    );
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
 }
@@ -1186,7 +1191,7 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     if d.byte_len() == 0 {
         return STATUS_INVALID_PARAMETER_5;
     }
-    let result = b.gpadl_create(r, Flags, d);
+    let result = b.gpadl_create(r, Flags, d, "VmbChannelCreateGpadlFromMdl");
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
 }

@@ -407,7 +407,12 @@ pub unsafe extern "C" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     let value = handle.addr();
     let mut k = kernel();
     if let Some(closed) = k.handles.remove(&value) {
-        k.closed.push(value, object_bus(closed.object));
+        let bus = object_bus(closed.object);
+        k.closed.push(value, bus);
+        drop(k);
+        if let Some(bus) = bus {
+            crate::engine::kernel_handle_closed(bus, value);
+        }
         return STATUS_SUCCESS;
     }
     if value >= KERNEL_HANDLE_BASE {

@@ -603,3 +603,98 @@ fn double_close_is_detected_after_many_closes() {
     );
     bus.assert_no_leaks();
 }
+
+// ----- Item 6: better reports -----
+
+/// A leak report says where each leaked object was made: the KMCL function, its allocation
+/// number on the bus and the thread (here, this test).
+#[test]
+fn leak_report_names_where_each_leaked_object_was_allocated() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel.
+    let leaked_packet = unsafe { VmbPacketAllocate(c.ch) };
+    assert!(!leaked_packet.is_null());
+    s.ctx.mode.store(HOLD, Ordering::SeqCst);
+    let (p, _) = send(&c, b"held", WAIT);
+    bus.run_until_idle();
+    let report = bus.leak_report();
+    let this_test = "leak_report_names_where_each_leaked_object_was_allocated";
+    let lines = &report.leaked;
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert!(lines[0].starts_with("server channel: allocation #1 by VmbChannelAllocate"));
+    assert!(lines[1].starts_with("client channel: allocation #2 by VmbChannelAllocate"));
+    assert!(lines[2].starts_with("packet: allocation #3 by VmbPacketAllocate"));
+    assert!(lines[3].starts_with("packet: allocation #4 by VmbPacketAllocate"));
+    assert!(lines[4].starts_with(
+        "incoming packet never completed: allocation #5 by EvtVmbChannelProcessPacket delivery"
+    ));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(&format!("thread '{this_test}'")))
+            || !cfg!(not(miri))
+    );
+    assert_eq!(complete_held(&s), 1);
+    bus.run_until_idle();
+    free(&[p, leaked_packet]);
+    teardown(&[&c, &s]);
+    assert_eq!(bus.leak_report().leaked, Vec::<String>::new());
+    bus.assert_no_leaks();
+}
+
+/// `VmbServerChannelInitSetVmbusHandle` binds the channel to the VM through the kernel handle:
+/// closing that handle while the channel is enabled is recorded (the sim takes no reference).
+#[test]
+fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
+    use vmbus_kmcl_sim::nt::{self, Process};
+    let bus = Bus::new();
+    let worker = Process::new("vmwp");
+    let user = bus.open_vmbus_handle_in(&worker);
+    let mut kernel: HANDLE = std::ptr::null_mut();
+    {
+        let _in = worker.enter();
+        // SAFETY: a writable output, in the worker's context.
+        assert_eq!(
+            unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) },
+            STATUS_SUCCESS
+        );
+    }
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: live channel in its init phase; an open kernel handle.
+    unsafe { assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0) };
+    open(&bus, &s, &c);
+    // SAFETY: closing the kernel handle we own, while the channel still uses it.
+    assert_eq!(unsafe { nt::ZwClose(kernel) }, STATUS_SUCCESS);
+    let v = bus.take_violations();
+    assert!(
+        v.len() == 1 && v[0].contains("enabled server channel still uses it"),
+        "{v:?}"
+    );
+    teardown(&[&c, &s]);
+    assert!(worker.close_handle(user));
+    bus.assert_no_leaks();
+
+    // Closed after disable: no violation.
+    let bus = Bus::new();
+    let user = bus.open_vmbus_handle_in(&worker);
+    {
+        let _in = worker.enter();
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) },
+            STATUS_SUCCESS
+        );
+    }
+    let s = server(&bus);
+    let c = client(&bus);
+    // SAFETY: as above.
+    unsafe { assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0) };
+    open(&bus, &s, &c);
+    teardown(&[&c, &s]);
+    // SAFETY: as above, after the channel was cleaned up.
+    assert_eq!(unsafe { nt::ZwClose(kernel) }, STATUS_SUCCESS);
+    assert!(worker.close_handle(user));
+    bus.assert_no_leaks();
+}

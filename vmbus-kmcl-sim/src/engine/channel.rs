@@ -42,6 +42,8 @@ pub(crate) struct StateCallbacks {
 #[derive(Debug)]
 pub(crate) struct Channel {
     pub(super) handle: usize,
+    /// Where `VmbChannelAllocate` made it.
+    pub(super) site: AllocSite,
     pub(super) side: Side,
     pub(super) is_server: bool,
     pub(super) state: ChannelState,
@@ -92,9 +94,10 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(super) fn new(handle: usize, side: Side, is_server: bool) -> Channel {
+    pub(super) fn new(handle: usize, side: Side, is_server: bool, site: AllocSite) -> Channel {
         Channel {
             handle,
+            site,
             side,
             is_server,
             state: ChannelState::Disabled,

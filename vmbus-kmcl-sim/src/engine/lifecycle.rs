@@ -34,9 +34,10 @@ impl BusShared {
         if is_server != (side == Side::Root) {
             return Err(STATUS_INVALID_PARAMETER_2);
         }
+        let site = st.alloc_site("VmbChannelAllocate");
         let r = st
             .channels
-            .insert(Channel::new(0, side, is_server))
+            .insert(Channel::new(0, side, is_server, site))
             .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
         let h = self.chan_handle(r);
         if let Some(ch) = st.channels.get_mut(r) {

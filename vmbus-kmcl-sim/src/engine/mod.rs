@@ -77,11 +77,36 @@ use self::{
 };
 
 pub(crate) use accounting::orphan_violation;
+pub(crate) use accounting::AllocSite;
 pub use accounting::{take_orphan_violations, LeakReport};
 pub(crate) use channel::StateCallbacks;
 pub use channel::{ChannelInfo, ChannelState, Side};
 pub use control::{RawCompletion, RawPacketError};
 pub(crate) use registry::{lookup_bus, resolve, Resolved};
+
+/// Called by the NT emulation after `ZwClose` closed `handle`, a kernel handle to the VMBus of
+/// bus `bus`: an enabled server channel of that bus that uses it as its VMBus handle
+/// (`VmbServerChannelInitSetVmbusHandle`) is still bound to the VM through it, so the close is a
+/// violation. Takes only the bus lock (the NT emulation has released its own).
+pub(crate) fn kernel_handle_closed(bus: u64, handle: usize) {
+    let Some(b) = lookup_bus(bus) else {
+        return;
+    };
+    let mut st = b.lock();
+    let in_use = st.channels.iter().any(|(_, c)| {
+        c.is_server && c.vmbus_handle == Some(handle) && c.state != ChannelState::Disabled
+    });
+    if in_use {
+        b.violation(
+            &mut st,
+            format!(
+                "ZwClose of kernel handle {handle:#x} while an enabled server channel still uses \
+                 it as its VMBus handle (VmbServerChannelInitSetVmbusHandle); close it only after \
+                 VmbChannelDisable"
+            ),
+        );
+    }
+}
 
 /// Size of one ring page.
 pub(crate) const PAGE_SIZE: usize = 4096;
@@ -114,6 +139,8 @@ pub(crate) struct BusState {
     rr: usize,
     block_limit: Option<Duration>,
     delivered: u64,
+    /// Allocations made on this bus so far (see [`accounting::AllocSite`]).
+    alloc_seq: u64,
 }
 
 /// A simulated VMBus: the state plus the wake-up signal for blocked calls and the pump.

@@ -19,6 +19,8 @@ pub(super) enum PacketState {
 #[derive(Debug)]
 pub(super) struct Packet {
     pub(super) channel: ObjRef,
+    /// Where `VmbPacketAllocate` or `VmbPacketInitialize` made it.
+    pub(super) site: AllocSite,
     /// Caller memory address for `VmbPacketInitialize` packets.
     pub(super) initialized_at: Option<UserPtr>,
     pub(super) state: PacketState,
@@ -48,8 +50,10 @@ impl BusShared {
             st.faults.fail_packet_allocations -= 1;
             return 0;
         }
+        let site = st.alloc_site("VmbPacketAllocate");
         let p = Packet {
             channel: c,
+            site,
             initialized_at: None,
             state: PacketState::Idle,
             pointer: UserPtr::default(),
@@ -98,8 +102,10 @@ impl BusShared {
                 st.packets.remove(r);
             }
         }
+        let site = st.alloc_site("VmbPacketInitialize");
         let p = Packet {
             channel: c,
+            site,
             initialized_at: Some(mem),
             state: PacketState::Idle,
             pointer: UserPtr::default(),

@@ -153,8 +153,10 @@ impl BusShared {
                     wants_completion,
                     external,
                 } => {
+                    let site = st.alloc_site("EvtVmbChannelProcessPacket delivery");
                     let inc = st.incoming.insert(Incoming {
                         receiver: r,
+                        site,
                         payload: frame.payload,
                         origin,
                         wants_completion,

@@ -15,10 +15,12 @@ pub(super) const PACKET_MAGIC: u32 = 0x4B50_4D4B; // "KMPK"
 pub(super) const MAX_SAVED_PACKET_STATE: u32 = 64 << 20;
 
 /// An in-progress save.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SaveCtx {
     /// Tells this save from a later one begun after a `VmbChannelSaveEnd`.
     pub(super) id: u64,
+    /// Where `VmbChannelSaveBegin` made it.
+    pub(super) site: AllocSite,
     pub(super) blob: Option<Vec<u8>>,
     /// True while a `VmbChannelSaveContinue` builds the blob (its `EvtVmbChannelSavePacket`
     /// calls run outside the lock).
@@ -54,10 +56,15 @@ impl BusShared {
             return STATUS_INVALID_DEVICE_STATE;
         }
         let id = st.alloc_txn();
+        let site = st.alloc_site("VmbChannelSaveBegin");
         if let Some(ch) = st.channels.get_mut(c) {
             ch.save = Some(SaveCtx {
                 id,
-                ..SaveCtx::default()
+                site,
+                blob: None,
+                building: false,
+                offset: 0,
+                seq: 0,
             });
         }
         STATUS_SUCCESS
