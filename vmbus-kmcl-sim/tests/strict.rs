@@ -698,3 +698,234 @@ fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
     assert!(worker.close_handle(user));
     bus.assert_no_leaks();
 }
+
+// ----- Item 7: the documented rules -----
+
+static STARTED_SYNC: AtomicI32 = AtomicI32::new(1);
+
+unsafe extern "C" fn sync_in_started(ch: VMBCHANNEL) {
+    let mut reply = [0u8; 8];
+    let mut size = 8u32;
+    let msg = *b"hello";
+    // SAFETY: live channel and buffers of the stated sizes.
+    let st = unsafe {
+        VmbChannelSendSynchronousRequest(
+            ch,
+            msg.as_ptr() as PVOID,
+            5,
+            std::ptr::null_mut(),
+            WAIT,
+            reply.as_mut_ptr().cast(),
+            &mut size,
+            std::ptr::null_mut(),
+        )
+    };
+    STARTED_SYNC.store(st, Ordering::SeqCst);
+}
+
+/// `EvtVmbChannelStarted` runs before the incoming queue is switched on, so a synchronous
+/// request that waits for its completion there never returns on Windows. The sim records it
+/// and fails the call instead of letting the request through.
+#[test]
+fn waiting_sync_request_in_started_is_a_violation() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    let c = client(&bus);
+    let mut cbs = VMB_CHANNEL_STATE_CHANGE_CALLBACKS::new();
+    cbs.EvtChannelStarted = Some(sync_in_started);
+    // SAFETY: live channel in its init phase; the table is copied.
+    unsafe { assert_eq!(VmbChannelInitSetStateChangeCallbacks(c.ch, &mut cbs), 0) };
+    open(&bus, &s, &c);
+    assert_eq!(
+        STARTED_SYNC.load(Ordering::SeqCst),
+        STATUS_INVALID_DEVICE_STATE
+    );
+    let v = bus.take_violations();
+    assert!(v.len() == 1 && v[0].contains("EvtChannelStarted"), "{v:?}");
+    // The server never received it.
+    assert!(s.ctx.payloads.lock().unwrap().is_empty());
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+static SLOW_RELEASE: AtomicBool = AtomicBool::new(false);
+static SLOW_ENTERED: AtomicBool = AtomicBool::new(false);
+
+/// A packet callback that logs its start and end and holds the delivery until released.
+unsafe extern "C" fn slow_packet(
+    ch: VMBCHANNEL,
+    pkt: VMBPACKETCOMPLETION,
+    _buf: PVOID,
+    _len: u32,
+    _flags: u32,
+) {
+    // SAFETY: test channels carry a live Ctx.
+    let c = unsafe { ctx(ch) };
+    c.log.lock().unwrap().push("packet-start".into());
+    SLOW_ENTERED.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !SLOW_RELEASE.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    c.log.lock().unwrap().push("packet-end".into());
+    // SAFETY: completing the delivered packet once.
+    unsafe { VmbChannelPacketComplete(pkt, std::ptr::null_mut(), 0) };
+}
+
+/// Runs `stop` on the server (pause or disable) while its packet callback runs on the
+/// background delivery thread; returns the server's log.
+fn stop_during_a_packet_callback(stop: unsafe extern "C" fn(VMBCHANNEL)) -> Vec<String> {
+    SLOW_RELEASE.store(false, Ordering::SeqCst);
+    SLOW_ENTERED.store(false, Ordering::SeqCst);
+    let bus = Bus::new();
+    let s = server(&bus);
+    // SAFETY: live channel in its init phase.
+    unsafe {
+        assert_eq!(
+            VmbChannelInitSetProcessPacketCallbacks(s.ch, Some(slow_packet), None),
+            0
+        );
+    }
+    let c = client(&bus);
+    open(&bus, &s, &c);
+    bus.start_background_delivery();
+    assert_eq!(send_default(&c, b"slow", WAIT), STATUS_SUCCESS);
+    wait_for("the packet callback", || {
+        SLOW_ENTERED.load(Ordering::SeqCst)
+    });
+    let release = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        SLOW_RELEASE.store(true, Ordering::SeqCst);
+    });
+    // SAFETY: live channel, at PASSIVE_LEVEL, outside any callback of it.
+    unsafe { stop(s.ch) };
+    release.join().unwrap();
+    bus.stop_background_delivery();
+    bus.run_until_idle();
+    let log = s.ctx.log();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+    log
+}
+
+/// KMCL guarantees that no `EvtVmbChannelProcessPacket` is running or queued once
+/// `EvtVmbChannelSuspend` is called: pause waits for the running callback first.
+#[test]
+fn suspend_on_pause_waits_for_a_running_packet_callback() {
+    let log = stop_during_a_packet_callback(VmbChannelPause);
+    assert_eq!(
+        log[3..],
+        ["packet-start", "packet-end", "suspend"],
+        "{log:?}"
+    );
+}
+
+/// The same guarantee when the flow stops because of `VmbChannelDisable`.
+#[test]
+fn suspend_on_disable_waits_for_a_running_packet_callback() {
+    let log = stop_during_a_packet_callback(VmbChannelDisable);
+    assert_eq!(
+        log[3..],
+        ["packet-start", "packet-end", "suspend", "closed"],
+        "{log:?}"
+    );
+}
+
+/// `VmbChannelDisable` returns only when the channel is paused and closed, running
+/// `EvtChannelSuspend` (if it ran) and `EvtChannelClosed` (if it was open): also when the peer
+/// closed first and its close was not delivered yet.
+#[test]
+fn host_disable_after_an_undelivered_guest_close_still_suspends_and_closes() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channels; no pumping between the two disables.
+    unsafe {
+        VmbChannelDisable(c.ch);
+        VmbChannelDisable(s.ch);
+    }
+    assert_eq!(
+        s.ctx.log(),
+        ["opened", "started", "post_started", "suspend", "closed"]
+    );
+    bus.run_until_idle();
+    // Delivered once, not again later.
+    assert_eq!(s.ctx.log().len(), 5);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// The same on the guest side: the host rescinds, and the guest disables before the close was
+/// delivered.
+#[test]
+fn guest_disable_after_an_undelivered_host_close_still_suspends_and_closes() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: as above.
+    unsafe {
+        VmbChannelDisable(s.ch);
+        VmbChannelDisable(c.ch);
+    }
+    assert_eq!(
+        c.ctx.log(),
+        ["opened", "started", "post_started", "suspend", "closed"]
+    );
+    bus.run_until_idle();
+    assert_eq!(c.ctx.log().len(), 5);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// If the queue is stalled on the transaction quota, `VmbChannelSetTransactionQuota` does not
+/// restart it; the next completion does.
+#[test]
+fn raising_the_quota_does_not_restart_a_stalled_queue() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    s.ctx.mode.store(HOLD, Ordering::SeqCst);
+    // SAFETY: live channel.
+    unsafe { VmbChannelSetTransactionQuota(s.ch, 1) };
+    for _ in 0..3 {
+        assert_eq!(send_default(&c, b"q", WAIT), STATUS_SUCCESS);
+    }
+    bus.run_until_idle();
+    assert_eq!(s.ctx.held.lock().unwrap().len(), 1);
+    // SAFETY: live channel.
+    unsafe { VmbChannelSetTransactionQuota(s.ch, 10) };
+    bus.run_until_idle();
+    assert_eq!(
+        s.ctx.held.lock().unwrap().len(),
+        1,
+        "the quota call must not restart the queue"
+    );
+    assert_eq!(complete_held(&s), 1);
+    bus.run_until_idle();
+    // The completion restarted it, now with the new quota.
+    assert_eq!(s.ctx.held.lock().unwrap().len(), 2);
+    assert_eq!(complete_held(&s), 2);
+    bus.run_until_idle();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// A deferred packet already counts against the quota: its redelivery at PASSIVE_LEVEL is
+/// not held back by a quota of one.
+#[test]
+fn a_deferred_packet_is_redelivered_under_a_quota_of_one() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    s.ctx.mode.store(DEFER_ONCE, Ordering::SeqCst);
+    // SAFETY: live channel.
+    unsafe { VmbChannelSetTransactionQuota(s.ch, 1) };
+    let (p, st) = send(&c, b"defer me", WAIT);
+    assert_eq!(st, STATUS_SUCCESS);
+    bus.run_until_idle();
+    assert_eq!(
+        s.ctx.payloads.lock().unwrap().len(),
+        2,
+        "delivered, then redelivered"
+    );
+    assert_eq!(c.ctx.completions.lock().unwrap().len(), 1);
+    free(&[p]);
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}

@@ -95,6 +95,8 @@ impl BusShared {
         };
         if let Some(ch) = st.channels.get_mut(i.receiver) {
             ch.outstanding = ch.outstanding.saturating_sub(1);
+            // A completion (and only a completion) restarts a queue stalled on the quota.
+            ch.quota_stalled = false;
         }
         drop(i.external_mdl);
         if i.wants_completion {

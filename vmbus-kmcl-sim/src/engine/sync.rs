@@ -47,6 +47,16 @@ impl BusShared {
             );
             return (STATUS_INVALID_DEVICE_STATE, Vec::new());
         }
+        if wait && ch.started_thread == Some(std::thread::current().id()) {
+            self.violation(
+                &mut st,
+                "VmbChannelSendSynchronousRequest with WAIT_FOR_COMPLETION inside the channel's \
+                 EvtChannelStarted: the incoming queue is not running yet, so on Windows the wait \
+                 never returns (use EvtChannelPostStarted)"
+                    .into(),
+            );
+            return (STATUS_INVALID_DEVICE_STATE, Vec::new());
+        }
         if matches!(ch.state, ChannelState::Disabled | ChannelState::Crashed) {
             return (STATUS_DEVICE_REMOVED, Vec::new());
         }
