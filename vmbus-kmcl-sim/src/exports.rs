@@ -196,11 +196,27 @@ fn optional_external(mdl: PMDL) -> Result<Option<Described>, NTSTATUS> {
         .ok_or(STATUS_INVALID_PARAMETER_4)
 }
 
+/// Checks the IRQL rule of a function that may only run at `PASSIVE_LEVEL` (it blocks, waits
+/// for the peer or allocates pageable state): above it, records a violation on `bus` and
+/// returns true. The level is the thread's simulated IRQL ([`crate::nt::current_irql`]).
+fn above_passive(bus: &BusShared, what: &str) -> bool {
+    let irql = crate::nt::current_irql();
+    if irql <= vmbus_kmcl_sys::nt::PASSIVE_LEVEL {
+        return false;
+    }
+    bus.record_violation(format!(
+        "{what} called at IRQL {irql}: it may only be called at PASSIVE_LEVEL"
+    ));
+    true
+}
+
 // ----- Channel allocation and lifecycle -----
 
 /// `VmbChannelAllocate`: creates a disabled channel on the bus side of `ParentDeviceObject`.
 /// A server must be allocated on [`crate::Bus::root_device`], a client on
-/// [`crate::Bus::guest_device`] (`STATUS_INVALID_PARAMETER_2` otherwise).
+/// [`crate::Bus::guest_device`] (`STATUS_INVALID_PARAMETER_2` otherwise). `PASSIVE_LEVEL` only
+/// (documented): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice), creating nothing.
 ///
 /// # Safety
 ///
@@ -221,6 +237,9 @@ pub unsafe extern "C" fn VmbChannelAllocate(
     let Some(bus) = crate::engine::lookup_bus(dev.bus) else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&bus, "VmbChannelAllocate") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     let side = if dev.index == 0 {
         Side::Root
     } else {
@@ -253,24 +272,43 @@ pub unsafe extern "C" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
     forward(chan(Channel, "VmbChannelEnable"), |b, r| b.enable(r))
 }
 
-/// `VmbChannelDisable`: closes or rescinds the channel, running suspend and closed.
+/// `VmbChannelDisable`: closes or rescinds the channel, running suspend and closed. It blocks
+/// until the channel is torn down, so it may only run at `PASSIVE_LEVEL`: above it the call is
+/// recorded as a violation (and still carried out, so that the test can tear down).
+///
+/// `EvtChannelSuspend` runs only once no `EvtVmbChannelProcessPacket` of the channel is running
+/// (the call waits for a running one, up to the block limit); calling it from inside the
+/// channel's own packet callback is a violation and does nothing. When the peer closed first and
+/// its close has not been delivered yet, this call delivers it: the driver still sees
+/// `EvtChannelSuspend` (if the channel was running) and `EvtChannelClosed` (if it was open)
+/// before the call returns.
 ///
 /// # Safety
 ///
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDisable(Channel: VMBCHANNEL) {
-    forward_void(chan(Channel, "VmbChannelDisable"), |b, r| b.disable(r));
+    forward_void(chan(Channel, "VmbChannelDisable"), |b, r| {
+        above_passive(b, "VmbChannelDisable");
+        b.disable(r)
+    });
 }
 
-/// `VmbChannelPause`.
+/// `VmbChannelPause`: returns once `EvtChannelSuspend` ran and every incoming packet was
+/// completed. It blocks, so it may only run at `PASSIVE_LEVEL`: above it the call is recorded as
+/// a violation (and still carried out). Like disable, it runs `EvtChannelSuspend` only once no
+/// packet callback of the channel is running, and calling it from inside one is a violation
+/// that does nothing.
 ///
 /// # Safety
 ///
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelPause(Channel: VMBCHANNEL) {
-    forward_void(chan(Channel, "VmbChannelPause"), |b, r| b.pause(r));
+    forward_void(chan(Channel, "VmbChannelPause"), |b, r| {
+        above_passive(b, "VmbChannelPause");
+        b.pause(r)
+    });
 }
 
 /// `VmbChannelStart`.
@@ -1118,7 +1156,9 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
 // ----- GPADLs -----
 
 /// `VmbChannelCreateGpadlFromBuffer` (client, open channel). The buffer is described by
-/// reference and must stay alive until the GPADL is deleted.
+/// reference and must stay alive until the GPADL is deleted. `PASSIVE_LEVEL` only (it waits for
+/// the peer's acknowledgement): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice).
 ///
 /// # Safety
 ///
@@ -1135,6 +1175,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
     let Some((b, r)) = chan(Channel, "VmbChannelCreateGpadlFromBuffer") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbChannelCreateGpadlFromBuffer") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     if Buffer.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
@@ -1160,7 +1203,8 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
 }
 
 /// `VmbChannelCreateGpadlFromMdl` (client, open channel): a window of a sim MDL chain
-/// (`DataLengthWithinMdl` 0 = to the end).
+/// (`DataLengthWithinMdl` 0 = to the end). `PASSIVE_LEVEL` only, as for
+/// [`VmbChannelCreateGpadlFromBuffer`].
 ///
 /// # Safety
 ///
@@ -1177,6 +1221,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     let Some((b, r)) = chan(Channel, "VmbChannelCreateGpadlFromMdl") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbChannelCreateGpadlFromMdl") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     if GpadlHandle.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -1197,7 +1244,8 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
 }
 
 /// `VmbChannelDeleteGpadl`: blocks while the server has the GPADL mapped (up to the bus's
-/// block limit, then a violation).
+/// block limit, then a violation). `PASSIVE_LEVEL` only: above it the call is recorded as a
+/// violation (and still carried out).
 ///
 /// # Safety
 ///
@@ -1205,6 +1253,7 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
     forward_void(chan(Channel, "VmbChannelDeleteGpadl"), |b, r| {
+        above_passive(b, "VmbChannelDeleteGpadl");
         b.gpadl_delete(r, GpadlHandle)
     });
 }
@@ -1326,7 +1375,9 @@ pub unsafe extern "C" fn VmbChannelRestoreFromBuffer(
 }
 
 /// `VmbPacketRestore` (server, inside `EvtVmbChannelRestorePacket`): the packet resumes its
-/// saved transaction and is sent again when the channel next opens.
+/// saved transaction and is sent again when the channel next opens. `PASSIVE_LEVEL` only (the
+/// level of that callback): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice).
 ///
 /// # Safety
 ///
@@ -1340,6 +1391,9 @@ pub unsafe extern "C" fn VmbPacketRestore(
     let Some((b, r)) = pkt(PacketObject, "VmbPacketRestore") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbPacketRestore") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     // SAFETY: the caller guarantees `Buffer` is readable for `BufferSize` bytes.
     let Ok(data) = (unsafe { bytes(Buffer, BufferSize) }) else {
         return STATUS_INVALID_PARAMETER_2;

@@ -929,3 +929,100 @@ fn a_deferred_packet_is_redelivered_under_a_quota_of_one() {
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }
+
+// ----- PASSIVE_LEVEL-only functions (issue 12, item 8) -----
+
+/// Runs `f` at DISPATCH_LEVEL on this thread.
+fn at_dispatch<T>(f: impl FnOnce() -> T) -> T {
+    let old = vmbus_kmcl_sim::nt::set_current_irql(vmbus_kmcl_sys::nt::DISPATCH_LEVEL);
+    let out = f();
+    vmbus_kmcl_sim::nt::set_current_irql(old);
+    out
+}
+
+fn one_irql_violation(bus: &Bus, what: &str) {
+    let v = bus.take_violations();
+    assert!(
+        v.len() == 1 && v[0].contains(what) && v[0].contains("only be called at PASSIVE_LEVEL"),
+        "{what}: {v:?}"
+    );
+}
+
+/// `VmbChannelAllocate` is documented `PASSIVE_LEVEL` (`_IRQL_requires_`): above it nothing is
+/// allocated and the call is recorded.
+#[test]
+fn channel_allocate_above_passive_is_a_violation() {
+    let bus = Bus::new();
+    let mut ch: VMBCHANNEL = std::ptr::null_mut();
+    // SAFETY: `ch` is a writable output.
+    let st = at_dispatch(|| unsafe { VmbChannelAllocate(bus.root_device(), 1, &mut ch) });
+    assert_eq!(st, STATUS_INVALID_DEVICE_STATE);
+    assert!(ch.is_null());
+    one_irql_violation(&bus, "VmbChannelAllocate");
+    bus.assert_no_leaks();
+}
+
+/// GPADL creation waits for the peer's acknowledgement and deletion may block: both are
+/// PASSIVE_LEVEL-only.
+#[test]
+fn gpadl_create_and_delete_above_passive_are_violations() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    let mut buf = vec![0u8; 64];
+    let mut id = 0u32;
+    // SAFETY: open client channel; `buf` outlives the GPADL; `id` is writable.
+    let st = at_dispatch(|| unsafe {
+        VmbChannelCreateGpadlFromBuffer(c.ch, 0, buf.as_mut_ptr().cast(), 64, &mut id)
+    });
+    assert_eq!(st, STATUS_INVALID_DEVICE_STATE);
+    one_irql_violation(&bus, "VmbChannelCreateGpadlFromBuffer");
+    let mdl = SimMdl::new(64);
+    // SAFETY: as above, with a live sim MDL.
+    let st = at_dispatch(|| unsafe {
+        VmbChannelCreateGpadlFromMdl(c.ch, 0, mdl.as_pmdl(), 0, 0, &mut id)
+    });
+    assert_eq!(st, STATUS_INVALID_DEVICE_STATE);
+    one_irql_violation(&bus, "VmbChannelCreateGpadlFromMdl");
+    // SAFETY: as above, at PASSIVE_LEVEL.
+    let st =
+        unsafe { VmbChannelCreateGpadlFromBuffer(c.ch, 0, buf.as_mut_ptr().cast(), 64, &mut id) };
+    assert_eq!(st, STATUS_SUCCESS);
+    // SAFETY: deleting the GPADL just made, once.
+    at_dispatch(|| unsafe { VmbChannelDeleteGpadl(c.ch, id) });
+    one_irql_violation(&bus, "VmbChannelDeleteGpadl");
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// Pause and disable block until the channel is quiet: PASSIVE_LEVEL-only.
+#[test]
+fn pause_and_disable_above_passive_are_violations() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel.
+    at_dispatch(|| unsafe { VmbChannelPause(s.ch) });
+    one_irql_violation(&bus, "VmbChannelPause");
+    // SAFETY: live channel.
+    at_dispatch(|| unsafe { VmbChannelDisable(c.ch) });
+    one_irql_violation(&bus, "VmbChannelDisable");
+    bus.run_until_idle();
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+/// `VmbPacketRestore` belongs in `EvtVmbChannelRestorePacket`, which runs at PASSIVE_LEVEL.
+#[test]
+fn packet_restore_above_passive_is_a_violation() {
+    let bus = Bus::new();
+    let s = server(&bus);
+    // SAFETY: live channel.
+    let p = unsafe { VmbPacketAllocate(s.ch) };
+    let blob = [0u8; 12];
+    // SAFETY: live packet; `blob` is readable for its length.
+    let st = at_dispatch(|| unsafe { VmbPacketRestore(p, blob.as_ptr() as PVOID, 12) });
+    assert_eq!(st, STATUS_INVALID_DEVICE_STATE);
+    one_irql_violation(&bus, "VmbPacketRestore");
+    free(&[p]);
+    teardown(&[&s]);
+    bus.assert_no_leaks();
+}
