@@ -311,7 +311,16 @@ pub unsafe extern "C" fn VmbChannelPause(Channel: VMBCHANNEL) {
     });
 }
 
-/// `VmbChannelStart`.
+/// `VmbChannelStart`: on an open channel, runs `EvtChannelStarted`, switches the incoming
+/// queue on, then runs `EvtChannelPostStarted`.
+///
+/// The documentation disagrees with itself on whether packets may be processed while
+/// `EvtChannelPostStarted` runs (the callback's page says it runs before packets are
+/// processed; the header's theory says packet callbacks may already be happening). The sim's
+/// choice: the incoming queue is on when `EvtChannelPostStarted` starts, so packets may be
+/// delivered during it when something pumps the bus meanwhile (a blocking call made from it, or
+/// the background delivery thread); without that, the first packet is delivered after it
+/// returns. Completions always flow, so a synchronous request made there gets its reply.
 ///
 /// # Safety
 ///
@@ -742,7 +751,10 @@ pub unsafe extern "C" fn VmbChannelSetInterruptLatency(
     unsafe { write_on_success(OriginalLatency, result) }
 }
 
-/// `VmbChannelSetTransactionQuota`.
+/// `VmbChannelSetTransactionQuota`: caps the delivered, not yet completed incoming packets. A
+/// quota at or below the outstanding count stalls the queue; as documented, a queue stalled on
+/// the quota is restarted only by a completion, never by this call (also when the new quota has
+/// room). Redeliveries (deferred or pended packets) already count and are not held back.
 ///
 /// # Safety
 ///
@@ -1088,7 +1100,10 @@ pub unsafe extern "C" fn VmbChannelPacketGetExternalData(
 /// `VmbChannelSendSynchronousRequest`. `*CompletionBufferSize` must be a multiple of 8
 /// (`STATUS_INVALID_PARAMETER` otherwise); a reply longer than the buffer is truncated. A
 /// server may only use a zero timeout without `WAIT_FOR_COMPLETION` (`STATUS_NOT_SUPPORTED`
-/// otherwise, sim choice).
+/// otherwise, sim choice). A request with `WAIT_FOR_COMPLETION` made inside the channel's own
+/// `EvtChannelStarted` would never return on Windows (packets do not flow yet): the sim records a
+/// violation and fails it with `STATUS_INVALID_DEVICE_STATE` without sending it. A frame larger
+/// than the ring is refused with `STATUS_INVALID_PARAMETER` (see [`VmbPacketSend`]).
 ///
 /// # Safety
 ///
