@@ -42,7 +42,22 @@ pub struct LeakReport {
 pub(crate) struct AllocSite {
     seq: u64,
     what: &'static str,
-    thread: String,
+    thread: Arc<str>,
+}
+
+thread_local! {
+    /// The current thread's id and name, looked up once per thread (allocations and
+    /// deliveries record them on the hot path).
+    static THIS_THREAD: (std::thread::ThreadId, Arc<str>) = {
+        let t = std::thread::current();
+        let name = t.name().map_or_else(|| format!("{:?}", t.id()), str::to_owned);
+        (t.id(), Arc::from(name))
+    };
+}
+
+/// The current thread's id, cheaply.
+pub(crate) fn this_thread() -> std::thread::ThreadId {
+    THIS_THREAD.with(|t| t.0)
 }
 
 impl std::fmt::Display for AllocSite {
@@ -59,13 +74,10 @@ impl BusState {
     /// The site of an allocation made now by `what` on the current thread.
     pub(super) fn alloc_site(&mut self, what: &'static str) -> AllocSite {
         self.alloc_seq += 1;
-        let t = std::thread::current();
         AllocSite {
             seq: self.alloc_seq,
             what,
-            thread: t
-                .name()
-                .map_or_else(|| format!("{:?}", t.id()), str::to_owned),
+            thread: THIS_THREAD.with(|t| Arc::clone(&t.1)),
         }
     }
 }

@@ -175,7 +175,7 @@ impl Channel {
 
     /// Whether the current thread is inside this channel's `EvtVmbChannelProcessPacket`.
     pub(super) fn delivering_here(&self) -> bool {
-        self.in_delivery && self.delivery_thread == Some(std::thread::current().id())
+        self.in_delivery && self.delivery_thread == Some(this_thread())
     }
 }
 

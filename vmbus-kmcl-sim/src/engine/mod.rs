@@ -77,7 +77,7 @@ use self::{
 };
 
 pub(crate) use accounting::orphan_violation;
-pub(crate) use accounting::AllocSite;
+pub(crate) use accounting::{this_thread, AllocSite};
 pub use accounting::{take_orphan_violations, LeakReport};
 pub(crate) use channel::StateCallbacks;
 pub use channel::{ChannelInfo, ChannelState, Side};

@@ -118,7 +118,7 @@ impl BusShared {
                     let ch = st.channels.get_mut(r)?;
                     ch.redeliver.pop_front();
                     ch.in_delivery = true;
-                    ch.delivery_thread = Some(std::thread::current().id());
+                    ch.delivery_thread = Some(this_thread());
                     ch.batch = ch.batch.saturating_add(1);
                     st.rr = i + 1;
                     return Some(Work::Deliver {
@@ -172,7 +172,7 @@ impl BusShared {
                     };
                     let ch = st.channels.get_mut(r)?;
                     ch.in_delivery = true;
-                    ch.delivery_thread = Some(std::thread::current().id());
+                    ch.delivery_thread = Some(this_thread());
                     ch.outstanding = ch.outstanding.saturating_add(1);
                     if ch.outstanding >= ch.quota {
                         // Full: the queue stalls until the next completion.
@@ -425,7 +425,7 @@ impl BusShared {
                 ch.queue_failed = false;
                 ch.quota_stalled = false;
                 ch.in_state_cb = true;
-                ch.started_thread = Some(std::thread::current().id());
+                ch.started_thread = Some(this_thread());
                 let f = ch.state_cbs.started;
                 drop(st);
                 callbacks::run(Call::State(f, handle));

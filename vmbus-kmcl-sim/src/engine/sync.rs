@@ -47,7 +47,7 @@ impl BusShared {
             );
             return (STATUS_INVALID_DEVICE_STATE, Vec::new());
         }
-        if wait && ch.started_thread == Some(std::thread::current().id()) {
+        if wait && ch.started_thread == Some(this_thread()) {
             self.violation(
                 &mut st,
                 "VmbChannelSendSynchronousRequest with WAIT_FOR_COMPLETION inside the channel's \
