@@ -201,7 +201,7 @@ fn optional_external(mdl: PMDL) -> Result<Option<Described>, NTSTATUS> {
 /// returns true. The level is the thread's simulated IRQL ([`crate::nt::current_irql`]).
 fn above_passive(bus: &BusShared, what: &str) -> bool {
     let irql = crate::nt::current_irql();
-    if irql <= vmbus_kmcl_sys::nt::PASSIVE_LEVEL {
+    if irql == vmbus_kmcl_sys::nt::PASSIVE_LEVEL {
         return false;
     }
     bus.record_violation(format!(

@@ -655,10 +655,8 @@ fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
     {
         let _in = worker.enter();
         // SAFETY: a writable output, in the worker's context.
-        assert_eq!(
-            unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) },
-            STATUS_SUCCESS
-        );
+        let st = unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
+        assert_eq!(st, STATUS_SUCCESS);
     }
     let s = server(&bus);
     let c = client(&bus);
@@ -682,10 +680,8 @@ fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
     {
         let _in = worker.enter();
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) },
-            STATUS_SUCCESS
-        );
+        let st = unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
+        assert_eq!(st, STATUS_SUCCESS);
     }
     let s = server(&bus);
     let c = client(&bus);

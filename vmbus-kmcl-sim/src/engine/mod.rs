@@ -77,8 +77,8 @@ use self::{
 };
 
 pub(crate) use accounting::orphan_violation;
-pub(crate) use accounting::{this_thread, AllocSite};
 pub use accounting::{take_orphan_violations, LeakReport};
+pub(crate) use accounting::{this_thread, AllocSite};
 pub(crate) use channel::StateCallbacks;
 pub use channel::{ChannelInfo, ChannelState, Side};
 pub use control::{RawCompletion, RawPacketError};
