@@ -132,10 +132,21 @@ const CLOSED_REMEMBERED: usize = 4096;
 /// issued that is no longer open was closed: no list is needed to tell a double close. The bus
 /// of the object is remembered for the most recent [`CLOSED_REMEMBERED`] closes only (older
 /// double closes are still reported, without a bus).
-#[derive(Default)]
 struct ClosedHandles {
+    /// How many closes keep their bus ([`CLOSED_REMEMBERED`]; smaller in unit tests).
+    limit: usize,
     bus: HashMap<usize, Option<u64>>,
     order: std::collections::VecDeque<usize>,
+}
+
+impl Default for ClosedHandles {
+    fn default() -> Self {
+        Self {
+            limit: CLOSED_REMEMBERED,
+            bus: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
 }
 
 impl ClosedHandles {
@@ -143,7 +154,7 @@ impl ClosedHandles {
         if self.bus.insert(value, bus).is_none() {
             self.order.push_back(value);
         }
-        while self.order.len() > CLOSED_REMEMBERED {
+        while self.order.len() > self.limit {
             if let Some(old) = self.order.pop_front() {
                 self.bus.remove(&old);
             }
@@ -664,13 +675,18 @@ mod closed_handle_tests {
 
     #[test]
     fn closed_kernel_handles_are_remembered_in_bounded_memory() {
-        let mut closed = ClosedHandles::default();
-        let n = CLOSED_REMEMBERED + 1000;
+        assert_eq!(ClosedHandles::default().limit, CLOSED_REMEMBERED);
+        let limit = 64;
+        let mut closed = ClosedHandles {
+            limit,
+            ..ClosedHandles::default()
+        };
+        let n = limit + 1000;
         for i in 1..=n {
             closed.push(KERNEL_HANDLE_BASE + 4 * i, Some(7));
         }
-        assert_eq!(closed.bus.len(), CLOSED_REMEMBERED);
-        assert_eq!(closed.order.len(), CLOSED_REMEMBERED);
+        assert_eq!(closed.bus.len(), limit);
+        assert_eq!(closed.order.len(), limit);
         // The oldest close is still known as a close, without its bus; the newest keeps it.
         assert_eq!(closed.find(KERNEL_HANDLE_BASE + 4, n), Some(None));
         assert_eq!(closed.find(KERNEL_HANDLE_BASE + 4 * n, n), Some(Some(7)));
