@@ -1211,7 +1211,7 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
         r,
         Flags,
         Described::Segments(vec![seg]),
-        "VmbChannelCreateGpadlFromBuffer",
+        crate::engine::AllocFn::GpadlFromBuffer,
     );
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
@@ -1253,7 +1253,7 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     if d.byte_len() == 0 {
         return STATUS_INVALID_PARAMETER_5;
     }
-    let result = b.gpadl_create(r, Flags, d, "VmbChannelCreateGpadlFromMdl");
+    let result = b.gpadl_create(r, Flags, d, crate::engine::AllocFn::GpadlFromMdl);
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
 }

@@ -39,10 +39,10 @@ impl BusShared {
         c: ObjRef,
         flags: u32,
         described: Described,
-        what: &'static str,
+        what: AllocFn,
     ) -> Result<u32, NTSTATUS> {
         let mut st = self.lock();
-        let Some(ch) = self.channel(&mut st, c, what) else {
+        let Some(ch) = self.channel(&mut st, c, what.name()) else {
             return Err(STATUS_INVALID_PARAMETER_1);
         };
         if ch.is_server {
@@ -121,7 +121,7 @@ impl BusShared {
             return Err(STATUS_INVALID_PARAMETER_2);
         }
         let peer = ch.peer;
-        let site = st.alloc_site("VmbChannelMapGpadl");
+        let site = st.alloc_site(AllocFn::MapGpadl);
         let Some(g) = st.gpadls.get_mut(&id) else {
             return Err(STATUS_INVALID_PARAMETER_3);
         };

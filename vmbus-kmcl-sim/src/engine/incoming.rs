@@ -23,8 +23,6 @@ pub(super) enum InState {
 #[derive(Debug)]
 pub(super) struct Incoming {
     pub(super) receiver: ObjRef,
-    /// Where the pump delivered it.
-    pub(super) site: AllocSite,
     pub(super) payload: Vec<u8>,
     pub(super) origin: Origin,
     pub(super) wants_completion: bool,

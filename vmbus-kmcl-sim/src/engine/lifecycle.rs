@@ -34,7 +34,7 @@ impl BusShared {
         if is_server != (side == Side::Root) {
             return Err(STATUS_INVALID_PARAMETER_2);
         }
-        let site = st.alloc_site("VmbChannelAllocate");
+        let site = st.alloc_site(AllocFn::ChannelAllocate);
         let r = st
             .channels
             .insert(Channel::new(0, side, is_server, site))

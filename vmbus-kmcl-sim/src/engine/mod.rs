@@ -77,8 +77,9 @@ use self::{
 };
 
 pub(crate) use accounting::orphan_violation;
+use accounting::set_site;
 pub use accounting::{take_orphan_violations, LeakReport};
-pub(crate) use accounting::{this_thread, AllocSite};
+pub(crate) use accounting::{this_thread, AllocFn, AllocSite};
 pub(crate) use channel::StateCallbacks;
 pub use channel::{ChannelInfo, ChannelState, Side};
 pub use control::{RawCompletion, RawPacketError};
@@ -141,6 +142,11 @@ pub(crate) struct BusState {
     delivered: u64,
     /// Allocations made on this bus so far (see [`accounting::AllocSite`]).
     alloc_seq: u64,
+    /// Where each packet object was made, by slab index (kept beside the slab so that the
+    /// packet itself stays small on the hot path).
+    packet_sites: Vec<Option<AllocSite>>,
+    /// Where each incoming packet was delivered, by slab index.
+    incoming_sites: Vec<Option<AllocSite>>,
 }
 
 /// A simulated VMBus: the state plus the wake-up signal for blocked calls and the pump.

@@ -19,8 +19,6 @@ pub(super) enum PacketState {
 #[derive(Debug)]
 pub(super) struct Packet {
     pub(super) channel: ObjRef,
-    /// Where `VmbPacketAllocate` or `VmbPacketInitialize` made it.
-    pub(super) site: AllocSite,
     /// Caller memory address for `VmbPacketInitialize` packets.
     pub(super) initialized_at: Option<UserPtr>,
     pub(super) state: PacketState,
@@ -50,10 +48,9 @@ impl BusShared {
             st.faults.fail_packet_allocations -= 1;
             return 0;
         }
-        let site = st.alloc_site("VmbPacketAllocate");
+        let site = st.alloc_site(AllocFn::PacketAllocate);
         let p = Packet {
             channel: c,
-            site,
             initialized_at: None,
             state: PacketState::Idle,
             pointer: UserPtr::default(),
@@ -63,7 +60,10 @@ impl BusShared {
             restored: None,
         };
         match st.packets.insert(p) {
-            Some(r) => st.handle_of(self.id, Kind::Packet, r),
+            Some(r) => {
+                set_site(&mut st.packet_sites, r, site);
+                st.handle_of(self.id, Kind::Packet, r)
+            }
             None => 0,
         }
     }
@@ -102,10 +102,9 @@ impl BusShared {
                 st.packets.remove(r);
             }
         }
-        let site = st.alloc_site("VmbPacketInitialize");
+        let site = st.alloc_site(AllocFn::PacketInitialize);
         let p = Packet {
             channel: c,
-            site,
             initialized_at: Some(mem),
             state: PacketState::Idle,
             pointer: UserPtr::default(),
@@ -117,6 +116,7 @@ impl BusShared {
         let Some(r) = st.packets.insert(p) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
+        set_site(&mut st.packet_sites, r, site);
         let h = st.handle_of(self.id, Kind::Packet, r);
         initialized_map().insert(addr, h);
         STATUS_SUCCESS

@@ -154,10 +154,9 @@ impl BusShared {
                     wants_completion,
                     external,
                 } => {
-                    let site = st.alloc_site("EvtVmbChannelProcessPacket delivery");
+                    let site = st.alloc_site(AllocFn::Delivery);
                     let inc = st.incoming.insert(Incoming {
                         receiver: r,
-                        site,
                         payload: frame.payload,
                         origin,
                         wants_completion,
@@ -170,6 +169,7 @@ impl BusShared {
                         self.violation(st, "too many incoming packets outstanding".into());
                         return None;
                     };
+                    set_site(&mut st.incoming_sites, inc, site);
                     let ch = st.channels.get_mut(r)?;
                     ch.in_delivery = true;
                     ch.delivery_thread = Some(this_thread());

@@ -56,7 +56,7 @@ impl BusShared {
             return STATUS_INVALID_DEVICE_STATE;
         }
         let id = st.alloc_txn();
-        let site = st.alloc_site("VmbChannelSaveBegin");
+        let site = st.alloc_site(AllocFn::SaveBegin);
         if let Some(ch) = st.channels.get_mut(c) {
             ch.save = Some(SaveCtx {
                 id,
