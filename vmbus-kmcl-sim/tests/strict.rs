@@ -109,16 +109,10 @@ fn concurrent_save_continue_is_refused_not_an_abort() {
 
 // ----- Item 2: rings have fixed sizes, also for a hostile guest -----
 
+/// A well-formed in-band data frame (payload right after the descriptor).
 fn raw_frame(flags: u16, txid: u64, payload: &[u8]) -> Vec<u8> {
     let total = u16::try_from((16 + payload.len()) / 8).unwrap();
-    let mut v = Vec::new();
-    v.extend_from_slice(&6u16.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&total.to_le_bytes());
-    v.extend_from_slice(&flags.to_le_bytes());
-    v.extend_from_slice(&txid.to_le_bytes());
-    v.extend_from_slice(payload);
-    v
+    raw(6, 2, total, flags, txid, payload)
 }
 
 /// A VMBus ring is a fixed block of shared pages: a guest that finds no room cannot write. With
@@ -229,22 +223,31 @@ fn send_with_mdl(from: &Ep, inline: &[u8], mdl: &SimMdl) -> (VMBPACKET, NTSTATUS
     }
 }
 
-/// KMCL sizes the rings so that a packet of the maximum size fits (`VmbChannelInitSetMaximum*`):
-/// the
-/// smallest ring has room for the maximum inline payload plus an external-data descriptor.
-#[test]
-fn smallest_ring_fits_the_maximum_inline_payload_with_an_external_mdl() {
+/// Sends the maximum inline payload (4096 bytes) plus `mdl` on the smallest rings, with
+/// `max_external` declared when given. Returns the send's status, or (when the send was
+/// accepted) the status its completion brought back after the server received it.
+fn max_inline_send_with(mdl: &SimMdl, max_external: Option<u32>) -> NTSTATUS {
     let bus = Bus::new();
-    let (s, c) = smallest_ring_pair(&bus, None);
-    let mdl = SimMdl::from_bytes(&[7; 100]);
-    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
-    assert_eq!(st, STATUS_SUCCESS);
-    bus.run_until_idle();
-    assert_eq!(s.ctx.payloads.lock().unwrap().len(), 1);
-    assert_eq!(c.ctx.completions.lock().unwrap()[0].0, STATUS_SUCCESS);
+    let (s, c) = smallest_ring_pair(&bus, max_external);
+    let (p, mut st) = send_with_mdl(&c, &[1; 4096], mdl);
+    if st == STATUS_SUCCESS {
+        bus.run_until_idle();
+        assert_eq!(s.ctx.payloads.lock().unwrap().len(), 1);
+        st = c.ctx.completions.lock().unwrap()[0].0;
+    }
     free(&[p]);
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
+    st
+}
+
+/// KMCL sizes the rings so that a packet of the maximum size fits
+/// (`VmbChannelInitSetMaximumPacketSize`, `...MaximumExternalData`): the smallest ring has room
+/// for the maximum inline payload plus an external-data descriptor.
+#[test]
+fn smallest_ring_fits_the_maximum_inline_payload_with_an_external_mdl() {
+    let mdl = SimMdl::from_bytes(&[7; 100]);
+    assert_eq!(max_inline_send_with(&mdl, None), STATUS_SUCCESS);
 }
 
 /// A send whose frame is larger than the ring can never be delivered: it is refused at send
@@ -253,24 +256,9 @@ fn smallest_ring_fits_the_maximum_inline_payload_with_an_external_mdl() {
 /// size the ring so that it fits.
 #[test]
 fn a_send_larger_than_the_ring_is_refused_unless_declared() {
-    let bus = Bus::new();
-    let (s, c) = smallest_ring_pair(&bus, None);
     let mdl = SimMdl::new(3 * 4096);
-    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
-    assert_eq!(st, STATUS_INVALID_PARAMETER);
-    free(&[p]);
-    teardown(&[&c, &s]);
-    bus.assert_no_leaks();
-
-    let bus = Bus::new();
-    let (s, c) = smallest_ring_pair(&bus, Some(3 * 4096));
-    let (p, st) = send_with_mdl(&c, &[1; 4096], &mdl);
-    assert_eq!(st, STATUS_SUCCESS);
-    bus.run_until_idle();
-    assert_eq!(c.ctx.completions.lock().unwrap()[0].0, STATUS_SUCCESS);
-    free(&[p]);
-    teardown(&[&c, &s]);
-    bus.assert_no_leaks();
+    assert_eq!(max_inline_send_with(&mdl, None), STATUS_INVALID_PARAMETER);
+    assert_eq!(max_inline_send_with(&mdl, Some(3 * 4096)), STATUS_SUCCESS);
 }
 
 /// A frame queued before the channel opened that turns out larger than the ring is dropped
@@ -501,6 +489,24 @@ fn misaligned_gpadl_handle_callback_table_and_guid_are_accessed_unaligned() {
     bus.assert_no_leaks();
 }
 
+/// An open pair whose server runs `process_packet` instead of the recording driver's.
+fn pair_with_server_packet_callback(
+    bus: &Bus,
+    process_packet: unsafe extern "C" fn(VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32, u32),
+) -> (Ep, Ep) {
+    let s = server(bus);
+    // SAFETY: live channel in its init phase.
+    unsafe {
+        assert_eq!(
+            VmbChannelInitSetProcessPacketCallbacks(s.ch, Some(process_packet), None),
+            0
+        );
+    }
+    let c = client(bus);
+    open(bus, &s, &c);
+    (s, c)
+}
+
 static SEEN_PFNS: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
 
 unsafe extern "C" fn record_pfns(
@@ -526,16 +532,7 @@ unsafe extern "C" fn record_pfns(
 #[test]
 fn misaligned_pfn_array_is_read_unaligned() {
     let bus = Bus::new();
-    let s = server(&bus);
-    // SAFETY: live channel in its init phase.
-    unsafe {
-        assert_eq!(
-            VmbChannelInitSetProcessPacketCallbacks(s.ch, Some(record_pfns), None),
-            0
-        );
-    }
-    let c = client(&bus);
-    open(&bus, &s, &c);
+    let (s, c) = pair_with_server_packet_callback(&bus, record_pfns);
     let mut mem = Scratch::new();
     let pfns: *mut u64 = mem.odd();
     // SAFETY: `pfns` has room for two u64; live channel.
@@ -646,14 +643,13 @@ fn leak_report_names_where_each_leaked_object_was_allocated() {
     bus.assert_no_leaks();
 }
 
-/// `VmbServerChannelInitSetVmbusHandle` binds the channel to the VM through the kernel handle:
-/// closing that handle while the channel is enabled is recorded (the sim takes no reference).
-#[test]
-fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
-    use vmbus_kmcl_sim::nt::{self, Process};
-    let bus = Bus::new();
-    let worker = Process::new("vmwp");
-    let user = bus.open_vmbus_handle_in(&worker);
+/// An open pair whose server is bound (`VmbServerChannelInitSetVmbusHandle`) to a kernel handle
+/// converted from a VMBus handle of `worker`; returns the pair, the kernel and the user handle.
+fn pair_bound_to_a_kernel_handle(
+    bus: &Bus,
+    worker: &vmbus_kmcl_sim::nt::Process,
+) -> (Ep, Ep, HANDLE, HANDLE) {
+    let user = bus.open_vmbus_handle_in(worker);
     let mut kernel: HANDLE = std::ptr::null_mut();
     {
         let _in = worker.enter();
@@ -661,11 +657,22 @@ fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
         let st = unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
         assert_eq!(st, STATUS_SUCCESS);
     }
-    let s = server(&bus);
-    let c = client(&bus);
+    let s = server(bus);
+    let c = client(bus);
     // SAFETY: live channel in its init phase; an open kernel handle.
     unsafe { assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0) };
-    open(&bus, &s, &c);
+    open(bus, &s, &c);
+    (s, c, kernel, user)
+}
+
+/// `VmbServerChannelInitSetVmbusHandle` binds the channel to the VM through the kernel handle:
+/// closing that handle while the channel is enabled is recorded (the sim takes no reference).
+#[test]
+fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
+    use vmbus_kmcl_sim::nt::{self, Process};
+    let worker = Process::new("vmwp");
+    let bus = Bus::new();
+    let (s, c, kernel, user) = pair_bound_to_a_kernel_handle(&bus, &worker);
     // SAFETY: closing the kernel handle we own, while the channel still uses it.
     assert_eq!(unsafe { nt::ZwClose(kernel) }, STATUS_SUCCESS);
     let v = bus.take_violations();
@@ -677,22 +684,11 @@ fn closing_the_vmbus_handle_of_an_enabled_channel_is_recorded() {
     assert!(worker.close_handle(user));
     bus.assert_no_leaks();
 
-    // Closed after disable: no violation.
+    // Closed after disable and cleanup: no violation.
     let bus = Bus::new();
-    let user = bus.open_vmbus_handle_in(&worker);
-    {
-        let _in = worker.enter();
-        // SAFETY: as above.
-        let st = unsafe { VmbConvertVmbusHandleToKernelHandle(user, &mut kernel) };
-        assert_eq!(st, STATUS_SUCCESS);
-    }
-    let s = server(&bus);
-    let c = client(&bus);
-    // SAFETY: as above.
-    unsafe { assert_eq!(VmbServerChannelInitSetVmbusHandle(s.ch, kernel), 0) };
-    open(&bus, &s, &c);
+    let (s, c, kernel, user) = pair_bound_to_a_kernel_handle(&bus, &worker);
     teardown(&[&c, &s]);
-    // SAFETY: as above, after the channel was cleaned up.
+    // SAFETY: closing the kernel handle we own, after the channel was cleaned up.
     assert_eq!(unsafe { nt::ZwClose(kernel) }, STATUS_SUCCESS);
     assert!(worker.close_handle(user));
     bus.assert_no_leaks();
@@ -777,16 +773,7 @@ fn stop_during_a_packet_callback(stop: unsafe extern "C" fn(VMBCHANNEL)) -> Vec<
     SLOW_RELEASE.store(false, Ordering::SeqCst);
     SLOW_ENTERED.store(false, Ordering::SeqCst);
     let bus = Bus::new();
-    let s = server(&bus);
-    // SAFETY: live channel in its init phase.
-    unsafe {
-        assert_eq!(
-            VmbChannelInitSetProcessPacketCallbacks(s.ch, Some(slow_packet), None),
-            0
-        );
-    }
-    let c = client(&bus);
-    open(&bus, &s, &c);
+    let (s, c) = pair_with_server_packet_callback(&bus, slow_packet);
     bus.start_background_delivery();
     assert_eq!(send_default(&c, b"slow", WAIT), STATUS_SUCCESS);
     wait_for("the packet callback", || {
@@ -840,48 +827,45 @@ fn suspend_on_disable_waits_for_a_running_packet_callback() {
     );
 }
 
-/// `VmbChannelDisable` returns only when the channel is paused and closed, running
-/// `EvtChannelSuspend` (if it ran) and `EvtChannelClosed` (if it was open): also when the peer
-/// closed first and its close was not delivered yet.
-#[test]
-fn host_disable_after_an_undelivered_guest_close_still_suspends_and_closes() {
+/// Disables `first` and then `second` of a fresh pair without pumping in between; returns the
+/// log of the one disabled second.
+fn disable_before_the_close_is_delivered(guest_first: bool) -> Vec<String> {
     let bus = Bus::new();
     let (s, c) = pair(&bus);
+    let (first, second) = if guest_first { (&c, &s) } else { (&s, &c) };
     // SAFETY: live channels; no pumping between the two disables.
     unsafe {
-        VmbChannelDisable(c.ch);
-        VmbChannelDisable(s.ch);
+        VmbChannelDisable(first.ch);
+        VmbChannelDisable(second.ch);
     }
-    assert_eq!(
-        s.ctx.log(),
-        ["opened", "started", "post_started", "suspend", "closed"]
-    );
+    let log = second.ctx.log();
     bus.run_until_idle();
     // Delivered once, not again later.
-    assert_eq!(s.ctx.log().len(), 5);
+    assert_eq!(second.ctx.log(), log);
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
+    log
+}
+
+/// `VmbChannelDisable` returns only when the channel is paused and closed, running
+/// `EvtChannelSuspend` (if it ran) and `EvtChannelClosed` (if it was open): also when the peer
+/// closed first and its close was not delivered yet. The guest closes, the host disables.
+#[test]
+fn host_disable_after_an_undelivered_guest_close_still_suspends_and_closes() {
+    assert_eq!(
+        disable_before_the_close_is_delivered(true),
+        ["opened", "started", "post_started", "suspend", "closed"]
+    );
 }
 
 /// The same on the guest side: the host rescinds, and the guest disables before the close was
 /// delivered.
 #[test]
 fn guest_disable_after_an_undelivered_host_close_still_suspends_and_closes() {
-    let bus = Bus::new();
-    let (s, c) = pair(&bus);
-    // SAFETY: as above.
-    unsafe {
-        VmbChannelDisable(s.ch);
-        VmbChannelDisable(c.ch);
-    }
     assert_eq!(
-        c.ctx.log(),
+        disable_before_the_close_is_delivered(false),
         ["opened", "started", "post_started", "suspend", "closed"]
     );
-    bus.run_until_idle();
-    assert_eq!(c.ctx.log().len(), 5);
-    teardown(&[&c, &s]);
-    bus.assert_no_leaks();
 }
 
 /// If the queue is stalled on the transaction quota, `VmbChannelSetTransactionQuota` does not
