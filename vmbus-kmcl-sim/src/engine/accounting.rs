@@ -29,10 +29,11 @@ pub struct LeakReport {
     pub sync_requests: usize,
     /// Violations recorded and not taken.
     pub violations: Vec<String>,
-    /// Where each object counted above (except kernel handles and interface references, which
-    /// the NT emulation and the interface tables count) was allocated, oldest first: the
-    /// allocation's sequence number on this bus, the KMCL function that made it and the thread
-    /// it ran on (under `cargo test`, the name of the test).
+    /// Where each channel, packet object, incoming packet, GPADL, GPADL mapping and save context
+    /// counted above was allocated, oldest first: the allocation's sequence number on this bus,
+    /// the KMCL function that made it and the thread it ran on (under `cargo test`, the name of
+    /// the test). Kernel handles, interface references and waiting synchronous requests are
+    /// counted only.
     pub leaked: Vec<String>,
 }
 
