@@ -107,6 +107,42 @@ fn concurrent_save_continue_is_refused_not_an_abort() {
     bus.assert_no_leaks();
 }
 
+/// Deadlines are computed without overflow: a block limit of `Duration::MAX` and the largest
+/// relative timeout of a synchronous request wait "for ever" instead of panicking inside an
+/// `extern "C"` function (which would abort the test process).
+#[test]
+fn huge_block_limits_and_timeouts_do_not_abort() {
+    let bus = Bus::new();
+    bus.set_block_limit(std::time::Duration::MAX);
+    let (s, c) = pair(&bus);
+    // SAFETY: live channel; pause blocks until nothing is outstanding (nothing is).
+    unsafe { VmbChannelPause(s.ch) };
+    // SAFETY: as above.
+    unsafe { VmbChannelStart(s.ch) };
+    bus.run_until_idle();
+    let mut reply = [0u8; 8];
+    let mut size = 8u32;
+    let mut timeout = LARGE_INTEGER { QuadPart: i64::MIN };
+    let msg = *b"ping";
+    // SAFETY: live channel and buffers of the stated sizes.
+    let st = unsafe {
+        VmbChannelSendSynchronousRequest(
+            c.ch,
+            msg.as_ptr() as PVOID,
+            4,
+            std::ptr::null_mut(),
+            WAIT,
+            reply.as_mut_ptr().cast(),
+            &mut size,
+            &mut timeout,
+        )
+    };
+    assert_eq!(st, STATUS_SUCCESS);
+    assert_eq!(&reply[..4], b"gnip");
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
 // ----- Item 2: rings have fixed sizes, also for a hostile guest -----
 
 /// A well-formed in-band data frame (payload right after the descriptor).
