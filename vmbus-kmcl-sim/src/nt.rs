@@ -779,8 +779,9 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
     state.Opaque[..8].copy_from_slice(&APC_STATE_MAGIC.to_ne_bytes());
     state.Opaque[8..16].copy_from_slice(&depth.to_ne_bytes());
     state.Opaque[16..24].copy_from_slice(&current_thread_id().to_ne_bytes());
-    // SAFETY: the caller guarantees `apc_state` is valid for writes of a `KAPC_STATE`.
-    unsafe { apc_state.write(state) };
+    // SAFETY: the caller guarantees `apc_state` is valid for writes of a `KAPC_STATE`; the write
+    // is unaligned, so a misaligned caller pointer is not undefined behaviour here.
+    unsafe { apc_state.write_unaligned(state) };
 }
 
 /// `KeUnstackDetachProcess`: undoes the innermost attach, which must be the one that filled
@@ -796,8 +797,8 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
         return;
     }
     // SAFETY: the caller guarantees `apc_state` is valid for reads of a `KAPC_STATE`, and it is
-    // not NULL (checked above).
-    let state = unsafe { apc_state.read() };
+    // not NULL (checked above); the read is unaligned, so alignment is not required.
+    let state = unsafe { apc_state.read_unaligned() };
     let magic = u64::from_ne_bytes(state.Opaque[..8].try_into().unwrap_or_default());
     let depth = u64::from_ne_bytes(state.Opaque[8..16].try_into().unwrap_or_default());
     let thread = u64::from_ne_bytes(state.Opaque[16..24].try_into().unwrap_or_default());
@@ -845,8 +846,9 @@ pub unsafe extern "C" fn PsLookupProcessByProcessId(
         return STATUS_INVALID_PARAMETER;
     }
     found.0.lookups.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the caller guarantees `process_out` is valid for writes.
-    unsafe { process_out.write(found.as_eprocess()) };
+    // SAFETY: the caller guarantees `process_out` is valid for writes (alignment not required:
+    // the write is unaligned).
+    unsafe { process_out.write_unaligned(found.as_eprocess()) };
     STATUS_SUCCESS
 }
 
@@ -979,8 +981,9 @@ pub unsafe extern "C" fn VmbConvertVmbusHandleToKernelHandle(
         k.handles.insert(value, KernelHandle { object, origin });
         value
     };
-    // SAFETY: the caller guarantees `kernel_handle` is valid for writes.
-    unsafe { kernel_handle.write(handle_value(value)) };
+    // SAFETY: the caller guarantees `kernel_handle` is valid for writes (alignment not required:
+    // the write is unaligned).
+    unsafe { kernel_handle.write_unaligned(handle_value(value)) };
     STATUS_SUCCESS
 }
 
