@@ -99,9 +99,11 @@ use vmbus_kmcl_sys::{
 
 mod builder;
 mod enabled;
+pub mod gpadl;
 mod handler;
 mod name;
 mod ops;
+pub mod save_restore;
 mod slot;
 
 pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
