@@ -342,7 +342,7 @@ where
         let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
         let results = vsc.handler().results();
         assert!(matches!(results[0], Err(Error::GpadlCellOutsideSlot)));
-        let handle = results[1].clone().expect("the handler's own cell works");
+        let handle = results[1].expect("the handler's own cell works");
         assert_eq!(vsc.handler().gpadl.handle(), Some(handle));
         assert_eq!(outside.handle(), None);
 

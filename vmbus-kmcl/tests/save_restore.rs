@@ -76,6 +76,26 @@ impl<K: ChannelBackend> Handler<Client, K> for Vsc {
     }
 }
 
+/// Sends `message` on the server channel as a raw packet waiting for its completion; the
+/// default completion routine frees it.
+fn send_waiting<S: KmclServer>(server: S, channel: vmbus_kmcl_sys::VMBCHANNEL, message: &[u8]) {
+    // SAFETY: a live, open server channel of this backend.
+    let packet = unsafe { server.packet_allocate(channel) };
+    assert!(!packet.is_null());
+    // SAFETY: a fresh packet, freed by the default completion routine; KMCL copies the
+    // message before the call returns.
+    let status = unsafe {
+        server.packet_send(
+            packet,
+            message.as_ptr().cast_mut().cast(),
+            u32::try_from(message.len()).unwrap(),
+            core::ptr::null_mut(),
+            vmbus_kmcl_sys::VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+        )
+    };
+    assert_eq!(status, 0);
+}
+
 fn server_builder<'s, S: ChannelBackend + KmclServer>(
     slot: std::pin::Pin<&'s mut ChannelSlot<'_, Vsp, S>>,
 ) -> ServerBuilder<'s, Vsp, S> {
@@ -108,20 +128,7 @@ where
         // Three packets in flight: the ring is full, so they wait on the channel's queue.
         assert!(bus.set_ring_full(vsp.as_raw(), true));
         for message in [&b"p0"[..], b"p1", b"p2"] {
-            // SAFETY: the live, open server channel; the packet is freed by the default
-            // completion routine; the message is copied by KMCL.
-            unsafe {
-                let packet = server.packet_allocate(vsp.as_raw());
-                assert!(!packet.is_null());
-                let status = server.packet_send(
-                    packet,
-                    message.as_ptr().cast_mut().cast(),
-                    2,
-                    core::ptr::null_mut(),
-                    vmbus_kmcl_sys::VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
-                );
-                assert_eq!(status, 0);
-            }
+            send_waiting(server, vsp.as_raw(), message);
         }
         bus.run_until_idle();
         assert!(vsc.handler().received.lock().unwrap().is_empty());
@@ -271,20 +278,7 @@ where
         let vsc = vsc.enable().unwrap();
         bus.run_until_idle();
         assert!(bus.set_ring_full(vsp.as_raw(), true));
-        // SAFETY: as in the scenario above.
-        unsafe {
-            let packet = server.packet_allocate(vsp.as_raw());
-            assert_eq!(
-                server.packet_send(
-                    packet,
-                    b"x".as_ptr().cast_mut().cast(),
-                    1,
-                    core::ptr::null_mut(),
-                    1
-                ),
-                0
-            );
-        }
+        send_waiting(server, vsp.as_raw(), b"x");
         let mut save = vsp.save().unwrap();
         let mut buffer = [0u8; 256];
         assert_eq!(

@@ -15,14 +15,14 @@
 //! A channel closes when the peer says so (a rescind, a crashed host), not only when the driver
 //! disables it, so a GPADL held outside the handler could outlive the closed callback. Here a
 //! GPADL therefore lives in a [`GpadlCell`] that is a field of the channel's
-//! [`Handler`](super::Handler):
+//! [`Handler`]:
 //!
 //! * [`GpadlCell::create`] and [`GpadlCell::create_from_mdl`] take the [`OpenView`] of a
 //!   callback, so a GPADL can only be made while the channel is open (from `opened` on), and
 //!   they refuse a cell that is not inside the channel's slot ([`Error::GpadlCellOutsideSlot`]),
 //!   so the cell lives exactly as long as the channel can call back.
 //! * The closed trampoline deletes every GPADL still in a cell of the handler right after
-//!   [`Handler::closed`](super::Handler::closed) returns (and the opened trampoline does the
+//!   [`Handler::closed`] returns (and the opened trampoline does the
 //!   same when the handler refuses the open, which KMCL follows with no closed callback). A
 //!   handler may delete earlier with [`GpadlCell::delete`] or [`GpadlCell::release`].
 //! * The cell borrows the buffer (or the MDL) for its own lifetime `'b`, so the memory stays
@@ -259,10 +259,11 @@ impl<A: Access> SharedMemory<'_, A> {
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.range(offset, out.len())?;
         for (index, byte) in out.iter_mut().enumerate() {
-            // SAFETY: `offset + index < len` (checked above), so the byte is inside the memory
-            // the invariant makes readable; a volatile read of a `u8` has no alignment need and
+            let at = self.base.as_ptr().wrapping_add(offset + index);
+            // SAFETY: `offset + index < len` (checked above), so `at` is inside the memory the
+            // invariant makes readable; a volatile read of a `u8` has no alignment need and
             // never assumes the value is stable.
-            *byte = unsafe { self.base.as_ptr().add(offset + index).read_volatile() };
+            *byte = unsafe { at.read_volatile() };
         }
         Ok(())
     }
@@ -290,9 +291,10 @@ impl SharedMemory<'_, ReadWrite> {
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.range(offset, data.len())?;
         for (index, byte) in data.iter().enumerate() {
-            // SAFETY: inside the memory (checked above), which the invariant makes writable for
-            // a `ReadWrite` view; a volatile `u8` store has no alignment need.
-            unsafe { self.base.as_ptr().add(offset + index).write_volatile(*byte) };
+            let at = self.base.as_ptr().wrapping_add(offset + index);
+            // SAFETY: `at` is inside the memory (checked above), which the invariant makes
+            // writable for a `ReadWrite` view; a volatile `u8` store has no alignment need.
+            unsafe { at.write_volatile(*byte) };
         }
         Ok(())
     }
