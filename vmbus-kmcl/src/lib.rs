@@ -101,7 +101,10 @@
 //! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
 //! channel through a client table; an incoming packet answered twice, used after its answer,
 //! kept past its callback or sent to another thread while inline, an external-data view used
-//! after the packet's completion, and a detached packet deferred to passive level.
+//! after the packet's completion, and a detached packet deferred to passive level; a GPADL
+//! mapping outliving its channel or kept past the callback that made it, a GPADL's memory
+//! dropped while the channel's slot exists, a GPADL made outside a callback of the open
+//! channel, a write through a read-only mapping, and two saves of one channel at once.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
