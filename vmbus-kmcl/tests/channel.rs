@@ -391,6 +391,8 @@ fn setters_validate_before_calling_kmcl() {
     assert!(info.incoming_at_passive);
     drop(vsp);
 
+    // A run-time name, encoded without allocation; it outlives the slot (KMCL may keep it).
+    let name: Utf16Buf<16> = Utf16Buf::from_str("Client é").unwrap();
     let mut slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
     let mut vsc = ClientBuilder::allocate(slot.as_mut()).unwrap();
     assert!(matches!(
@@ -402,9 +404,6 @@ fn setters_validate_before_calling_kmcl() {
         bus.channel_info(vsc.as_raw()).unwrap().ring_page_counts,
         (8, 2)
     );
-    // A run-time name, encoded without allocation.
-    let name: Utf16Buf<16> = Utf16Buf::from_str("Client é").unwrap();
-    let name = Box::leak(Box::new(name));
     vsc.set_friendly_name(name.as_slice()).unwrap();
     assert_eq!(
         bus.channel_info(vsc.as_raw())
@@ -606,5 +605,28 @@ fn passive_only_calls_are_refused_above_passive() {
     assert!(matches!(paused, Err(Error::IrqlTooHigh { .. })));
     drop(vsp);
     assert!(bus.take_violations().is_empty());
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn a_client_armed_to_start_paused_opens_without_flowing_until_started() {
+    let bus = Bus::new();
+    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
+    let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Recorder::default()));
+    let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
+    vsp.set_interface_id(TYPE, INSTANCE).unwrap();
+    let vsp = vsp.enable().unwrap();
+    vsp.start();
+    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+    vsc.set_target(TYPE, None).unwrap().start_paused();
+    let vsc = vsc.enable().unwrap();
+    bus.run_until_idle();
+    assert_eq!(vsc.handler().take(), strings(&["opened"]));
+    assert!(bus.channel_info(vsc.as_raw()).unwrap().paused);
+    vsc.start();
+    bus.run_until_idle();
+    assert_eq!(vsc.handler().take(), strings(&["started", "post_started"]));
+    drop(vsc);
+    drop(vsp);
     bus.assert_no_leaks();
 }

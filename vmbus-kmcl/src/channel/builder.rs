@@ -342,9 +342,11 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> ChannelBuilder<'s, R, H, 
 }
 
 impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'s, Server, H, K> {
-    /// Allocates a channel of role server in `slot` (`VmbChannelAllocate`, with `IsServer` TRUE), registers the handler's callbacks and points the channel at the slot.
-    /// A channel still in the slot (its builder or channel leaked) is torn down first.
-    /// PASSIVE_LEVEL.
+    /// Allocates a server channel in `slot` (`VmbChannelAllocate` with `IsServer` TRUE), points
+    /// it at the slot (`VmbChannelSetPointer`) and registers the handler's trampolines
+    /// (`VmbChannelInitSetStateChangeCallbacks`, `VmbChannelInitSetProcessPacketCallbacks`). A
+    /// channel still in the slot (its builder or channel leaked) is torn down first.
+    /// PASSIVE_LEVEL (checked).
     ///
     /// # Errors
     ///
@@ -357,6 +359,7 @@ impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'
     pub fn allocate<'dev: 's>(slot: Pin<&'s mut ChannelSlot<'dev, H, K>>) -> Result<Self> {
         Self::allocate_in(slot)
     }
+
     /// The offer's interface type (the protocol) and instance GUIDs
     /// (`VmbServerChannelInitSetTargetInterfaceId`).
     ///
@@ -478,21 +481,17 @@ impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> ChannelBuilder<'
 }
 
 impl<'s, H: Handler<Client, K>, K: ChannelBackend> ChannelBuilder<'s, Client, H, K> {
-    /// Allocates a channel of role client in `slot` (`VmbChannelAllocate`, with `IsServer` FALSE), registers the handler's callbacks and points the channel at the slot.
-    /// A channel still in the slot (its builder or channel leaked) is torn down first.
-    /// PASSIVE_LEVEL.
+    /// Allocates a client channel in `slot` (`VmbChannelAllocate` with `IsServer` FALSE); the
+    /// rest is as for a server's `allocate`. PASSIVE_LEVEL (checked).
     ///
     /// # Errors
     ///
-    /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL; the failing status of `VmbChannelAllocate`
-    /// or of a callback registration (then nothing stays allocated).
+    /// As for a server's `allocate`.
     #[doc(alias = "VmbChannelAllocate")]
-    #[doc(alias = "VmbChannelSetPointer")]
-    #[doc(alias = "VmbChannelInitSetStateChangeCallbacks")]
-    #[doc(alias = "VmbChannelInitSetProcessPacketCallbacks")]
     pub fn allocate<'dev: 's>(slot: Pin<&'s mut ChannelSlot<'dev, H, K>>) -> Result<Self> {
         Self::allocate_in(slot)
     }
+
     /// The offer to open: its interface type, and its instance or `None` for any
     /// (`VmbClientChannelInitSetTargetPnp`). The handler's
     /// [`pnp_failure`](Handler::pnp_failure) hears about a failed connection.
