@@ -14,10 +14,22 @@
 
 use std::ptr::NonNull;
 
-use vmbus_kmcl::{DeviceRef, KernelHandle, Request, Result, ServerChannelInit};
+use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
+use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+use vmbus_kmcl::packet::IncomingPacket;
+use vmbus_kmcl::{DeviceRef, KernelHandle, Request, Result};
 use vmbus_kmcl_sim::nt::{self, Irp, Process};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::HANDLE;
+
+/// The VSP's channel handler: this example only sets the channel up, so it fails any packet.
+struct Vsp;
+
+impl<K: ChannelBackend> Handler<Server, K> for Vsp {
+    fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+        packet.fail();
+    }
+}
 
 /// What the driver's IRP_MJ_DEVICE_CONTROL handler does with the IRP and the handle in its
 /// IOCTL buffer.
@@ -65,7 +77,8 @@ fn main() -> Result<()> {
     // Any thread, any process: set up the server channel for that VM.
     // SAFETY: the bus's root device object stays valid as long as `bus`, which outlives it.
     let device = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).expect("a device")) };
-    let mut channel = ServerChannelInit::allocate(device)?;
+    let mut slot = std::pin::pin!(ChannelSlot::new(device, Linked, Vsp));
+    let mut channel = ServerBuilder::allocate(slot.as_mut())?;
     channel.set_vmbus_handle(kernel)?;
     println!(
         "server channel {:?} bound to the VM: {}",
@@ -73,6 +86,7 @@ fn main() -> Result<()> {
         bus.server_vmbus_handle_set(channel.as_raw())
     );
 
+    // Cleaning the channel up closes the kernel handle it owns.
     drop(channel);
     println!(
         "after cleanup: {} kernel handles open for the bus, {} user handles in the worker",

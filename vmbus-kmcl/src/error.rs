@@ -68,6 +68,37 @@ pub enum Error {
     /// DPC) or inside an attach, or has no thread.
     #[error("the request's process is not the current process")]
     RequestorMismatch,
+    /// A queried KMCL interface table has no entry (a NULL pointer) for this function.
+    #[error("the KMCL interface table has no entry for {0}")]
+    MissingTableEntry(crate::dispatch::KmclFunction),
+    /// A queried KMCL interface table's header names a size smaller than the table this crate
+    /// was built for, or another version.
+    #[error("the KMCL interface table has size {size} and version {version}")]
+    InterfaceTableMismatch {
+        /// The `Size` field of the table's `INTERFACE` header.
+        size: u16,
+        /// The `Version` field of the table's `INTERFACE` header.
+        version: u16,
+    },
+    /// `VmbServerChannelInitSetMmioMegabytes` with both sizes 0.
+    #[error("the required and the optional MMIO sizes are both 0")]
+    MmioBothZero,
+    /// A Virtual Trust Level outside 0 to 2, the levels Hyper-V defines.
+    #[error("VTL {vtl} does not exist (Hyper-V defines VTL 0 to 2)")]
+    InvalidVtl {
+        /// The rejected level.
+        vtl: u8,
+    },
+    /// Flag bits that KMCL does not define for this setter.
+    #[error("undefined flag bits {bits:#x}")]
+    UndefinedFlags {
+        /// The undefined bits.
+        bits: u32,
+    },
+    /// The incoming packet carries no external data (its flags lack
+    /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
+    #[error("the packet carries no external data")]
+    NoExternalData,
 }
 
 impl Error {
@@ -93,6 +124,8 @@ impl Error {
     /// | [`NotFromUserMode`](Self::NotFromUserMode) | `STATUS_INVALID_DEVICE_REQUEST` |
     /// | [`NotAUserHandle`](Self::NotAUserHandle) | `STATUS_INVALID_HANDLE` |
     /// | [`IrqlTooHigh`](Self::IrqlTooHigh) | `STATUS_INVALID_DEVICE_STATE` |
+    /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch) | `STATUS_NOT_SUPPORTED` |
+    /// | [`MmioBothZero`](Self::MmioBothZero), [`InvalidVtl`](Self::InvalidVtl), [`UndefinedFlags`](Self::UndefinedFlags) | `STATUS_INVALID_PARAMETER` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
@@ -103,6 +136,13 @@ impl Error {
             Self::NotFromUserMode => NtStatus::INVALID_DEVICE_REQUEST,
             Self::NotAUserHandle => NtStatus::INVALID_HANDLE,
             Self::IrqlTooHigh { .. } => NtStatus::INVALID_DEVICE_STATE,
+            Self::MissingTableEntry(_) | Self::InterfaceTableMismatch { .. } => {
+                NtStatus::NOT_SUPPORTED
+            }
+            Self::MmioBothZero
+            | Self::InvalidVtl { .. }
+            | Self::UndefinedFlags { .. }
+            | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
         }
     }
 }

@@ -25,13 +25,16 @@
 //! | [`Request::enter`](crate::process::Request::enter), [`Request::convert_vmbus_handle`](crate::process::Request::convert_vmbus_handle) | `PASSIVE_LEVEL` |
 //! | [`UserHandle::to_kernel_handle`](crate::process::UserHandle::to_kernel_handle), [`DeferredHandle::to_kernel_handle`](crate::process::DeferredHandle::to_kernel_handle) | `PASSIVE_LEVEL` |
 //! | [`KernelHandle::close`](crate::KernelHandle::close) | `PASSIVE_LEVEL` |
-//! | [`ServerChannelInit::allocate`](crate::ServerChannelInit::allocate) | `PASSIVE_LEVEL` |
+//! | [`ChannelBuilder::allocate`](crate::channel::ChannelBuilder::allocate), [`ChannelBuilder::enable`](crate::channel::ChannelBuilder::enable), [`Channel::pause`](crate::channel::Channel::pause), [`Channel::request`](crate::channel::Channel::request) | `PASSIVE_LEVEL` |
 //! | [`ProcessRef::attach`](crate::process::ProcessRef::attach), [`ProcessRef::lookup`](crate::process::ProcessRef::lookup) | `APC_LEVEL` |
 //!
 //! Two operations cannot return an error because they run in `Drop`:
 //!
 //! * dropping a [`KernelHandle`](crate::KernelHandle) closes it with `ZwClose`, and
-//! * dropping a [`ServerChannelInit`](crate::ServerChannelInit) calls `VmbChannelCleanup`.
+//! * dropping a [`ChannelBuilder`](crate::channel::ChannelBuilder), a
+//!   [`Channel`](crate::channel::Channel) or a [`ChannelSlot`](crate::channel::ChannelSlot)
+//!   still holding a channel calls `VmbChannelCleanup` (after `VmbChannelDisable` for an
+//!   enabled one), and [`Channel::disable`](crate::channel::Channel::disable) returns no error.
 //!
 //! Both are `PASSIVE_LEVEL` only. They carry a debug assertion (a bug check in a driver built
 //! with debug assertions, a failed test on the emulator, whose `ZwClose` also records a call

@@ -5,14 +5,23 @@
 //! packets, share memory and save/restore channel state. This crate wraps the raw declarations
 //! of [`vmbus_kmcl_sys`] so that the rules KMCL documents in prose become types and checks:
 //!
+//! * [`dispatch`]: every call reaches KMCL through one trait, either through the direct
+//!   exports ([`dispatch::Linked`], with the `vmbkmcl`/`vmbkmclr` feature or on a host with the
+//!   sim) or through a queried interface table ([`dispatch::ClientInterface`],
+//!   [`dispatch::ServerInterface`]), which needs no link dependency at all.
 //! * [`NtStatus`], [`Error`] and [`Result`]: every status is checked, and statuses that mean "not
 //!   finished yet" are values of the functions that return them, never errors.
 //! * [`KernelHandle`]: a kernel handle closed exactly once, one pointer wide.
 //! * [`process`]: [`Request`], [`ProcessContext`], [`UserHandle`] and [`DeferredHandle`]: a
 //!   user-mode handle converted only in the process it came from.
 //! * [`irql`]: the IRQL checks of the PASSIVE-only operations.
-//! * [`ServerChannelInit`]: a server channel being initialised, which owns the kernel handle
-//!   naming its VM.
+//! * [`channel`]: typestate channels for both roles (builder → enabled channel → builder
+//!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
+//!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids. A
+//!   server channel owns the kernel handle naming its VM.
+//! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
+//!   while still inline), with its payload bounded by the KMCL length and read through
+//!   `zerocopy` message types, checked and copied once.
 //!
 //! The crate is `#![no_std]` and needs no allocator. On a host, the `vmbus-kmcl-sim` crate
 //! emulates KMCL and the kernel, so the same code runs in `cargo test`.
@@ -25,8 +34,11 @@
 //! valid everywhere and goes to the server channel it sets up.
 //!
 //! ```
+//! use core::pin::Pin;
+//! use vmbus_kmcl::channel::{ChannelSlot, Handler, Server, ServerBuilder};
+//! use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
 //! use vmbus_kmcl::process::Request;
-//! use vmbus_kmcl::{DeviceRef, KernelHandle, Result, ServerChannelInit};
+//! use vmbus_kmcl::{Guid, KernelHandle, Result};
 //! use vmbus_kmcl_sys::HANDLE;
 //!
 //! /// IRP_MJ_DEVICE_CONTROL, with the IRP it received and the value from its buffer.
@@ -34,14 +46,26 @@
 //!     request.convert_vmbus_handle(raw)
 //! }
 //!
-//! /// Later, in any thread at PASSIVE_LEVEL: offer a channel to that VM.
-//! fn offer(device: DeviceRef<'_>, vm: KernelHandle) -> Result<ServerChannelInit<'_>> {
-//!     let mut channel = ServerChannelInit::allocate(device)?;
-//!     channel.set_vmbus_handle(vm)?; // the channel owns the handle from now on
-//!     // ... the other init setters, then enable (see the channel builder).
-//!     Ok(channel)
+//! /// Later, in any thread at PASSIVE_LEVEL: offer a channel to that VM. The channel takes the
+//! /// kernel handle and closes it after its cleanup.
+//! fn offer<H, K>(slot: Pin<&mut ChannelSlot<'_, H, K>>, vm: KernelHandle, id: Guid) -> Result<()>
+//! where
+//!     H: Handler<Server, K>,
+//!     K: ChannelBackend + KmclServer,
+//! {
+//!     let mut builder = ServerBuilder::allocate(slot)?;
+//!     builder.set_vmbus_handle(vm)?.set_interface_id(id, id)?;
+//!     let channel = builder.enable()?;
+//!     channel.start();
+//!     // ... keep `channel` while the VM runs; dropping it rescinds the offer.
+//!     Ok(())
 //! }
-//! # let _ = (on_set_vmbus_handle_ioctl, offer);
+//! # struct Vsp;
+//! # let _ = (on_set_vmbus_handle_ioctl, offer::<Vsp, vmbus_kmcl::dispatch::Linked>);
+//! # impl<K: ChannelBackend> Handler<Server, K> for Vsp {
+//! #     fn process_packet(&self, _: &vmbus_kmcl::channel::OpenView<'_, Server, K>,
+//! #                       p: vmbus_kmcl::packet::IncomingPacket<'_, K>) { p.complete_empty() }
+//! # }
 //! ```
 //!
 //! # What is guaranteed, and by what
@@ -67,25 +91,116 @@
 //! with another thread; a handle of the current scope, or of any enclosing one, used inside an
 //! attach; a user handle made in an attached context without `unsafe`; a request context made
 //! without a request or without `unsafe`; a [`DeferredHandle`] pairing a free value with a
-//! process the driver chose; a [`KernelHandle`] used after it was moved or closed,
-//! or used after it moved into a channel; a channel outliving its device object.
+//! process the driver chose; a [`KernelHandle`] used after it was moved or closed, or used
+//! after it moved into a channel; a channel outliving its device object; a server-only setter
+//! on a client builder; configuring a channel after enabling it; pausing or starting a
+//! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
+//! channel through a client table; an incoming packet answered twice, used after its answer,
+//! kept past its callback or sent to another thread while inline, an external-data view used
+//! after the packet's completion, and a detached packet deferred to passive level.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
 //! suspend a stackful coroutine inside a scope of this crate (the run-time checks above still
 //! refuse what such a coroutine would otherwise make possible).
+//! A handler's callbacks cannot reach its own channel through the types (the channel borrows
+//! the slot that owns the handler); a driver that publishes the channel in a global and calls
+//! `pause` or `start` from a callback steps outside them. A handler that processes packets at
+//! `DISPATCH_LEVEL` must not block there: the types cannot see the IRQL of a callback.
+//!
+//! # Channel life and receiving: from KMCL function to safe item
+//!
+//! | KMCL function | safe item |
+//! |---|---|
+//! | `VmbChannelAllocate` | [`ServerBuilder::allocate`](channel::ChannelBuilder::allocate), [`ClientBuilder::allocate`](channel::ChannelBuilder::allocate) |
+//! | `VmbChannelSetPointer`, `VmbChannelGetPointer` | internal: the builder points the channel at its [`ChannelSlot`](channel::ChannelSlot); the trampolines read it |
+//! | `VmbChannelInitSetStateChangeCallbacks` | registered by `allocate`: [`Handler::opened`](channel::Handler::opened), [`closed`](channel::Handler::closed), [`suspend`](channel::Handler::suspend), [`started`](channel::Handler::started), [`post_started`](channel::Handler::post_started) |
+//! | `VmbChannelInitSetProcessPacketCallbacks` | registered by `allocate`: [`Handler::process_packet`](channel::Handler::process_packet), [`processing_complete`](channel::Handler::processing_complete) (with [`PROCESSING_COMPLETE`](channel::Handler::PROCESSING_COMPLETE)) |
+//! | `VmbChannelInitSetFlags` | [`ChannelBuilder::set_flags`](channel::ChannelBuilder::set_flags) |
+//! | `VmbChannelInitSetFriendlyName` | [`ChannelBuilder::set_friendly_name`](channel::ChannelBuilder::set_friendly_name), with [`utf16!`] or [`Utf16Buf`](channel::Utf16Buf) |
+//! | `VmbChannelInitSetClientContextSize` | [`ChannelBuilder::set_client_context_size`](channel::ChannelBuilder::set_client_context_size) |
+//! | `VmbChannelInitSetMaximumExternalData` | [`ChannelBuilder::set_maximum_external_data`](channel::ChannelBuilder::set_maximum_external_data) |
+//! | `VmbChannelInitSetMaximumPacketSize` | [`ChannelBuilder::set_maximum_packet_size`](channel::ChannelBuilder::set_maximum_packet_size) |
+//! | `VmbServerChannelInitSetTargetInterfaceId` | [`ServerBuilder::set_interface_id`](channel::ChannelBuilder::set_interface_id) |
+//! | `VmbServerChannelInitSetFlags` | [`ServerBuilder::set_server_flags`](channel::ChannelBuilder::set_server_flags) |
+//! | `VmbServerChannelInitSetMmioMegabytes` | [`ServerBuilder::set_mmio_megabytes`](channel::ChannelBuilder::set_mmio_megabytes) |
+//! | `VmbServerChannelInitSetTargetVtl` | [`ServerBuilder::set_target_vtl`](channel::ChannelBuilder::set_target_vtl) |
+//! | `VmbServerChannelInitSetVmbusHandle` | [`ServerBuilder::set_vmbus_handle`](channel::ChannelBuilder::set_vmbus_handle) |
+//! | `VmbServerChannelInitSetSaveRestorePacketCallbacks` | not wrapped yet (save/restore); [`dispatch::KmclServer::server_channel_init_set_save_restore_packet_callbacks`] |
+//! | `VmbClientChannelInitSetTargetPnp` | [`ClientBuilder::set_target`](channel::ChannelBuilder::set_target), with [`Handler::pnp_failure`](channel::Handler::pnp_failure) |
+//! | `VmbClientChannelInitSetRingBufferPageCount` | [`ClientBuilder::set_ring_buffer_pages`](channel::ChannelBuilder::set_ring_buffer_pages) |
+//! | `VmbChannelEnable` | [`ChannelBuilder::enable`](channel::ChannelBuilder::enable) |
+//! | `VmbChannelStart` | [`Channel::start`](channel::Channel::start) |
+//! | `VmbChannelPause` | [`Channel::pause`](channel::Channel::pause), [`ChannelBuilder::start_paused`](channel::ChannelBuilder::start_paused) |
+//! | `VmbChannelDisable` | [`Channel::disable`](channel::Channel::disable); dropping a [`Channel`](channel::Channel) |
+//! | `VmbChannelCleanup` | dropping a [`ChannelBuilder`](channel::ChannelBuilder), a [`Channel`](channel::Channel), or a [`ChannelSlot`](channel::ChannelSlot) still holding a channel |
+//! | `VmbChannelSetInterruptLatency` | [`OpenView::set_interrupt_latency`](channel::OpenView::set_interrupt_latency) (client callbacks while open) |
+//! | `VmbChannelSetTransactionQuota` | [`Channel::set_transaction_quota`](channel::Channel::set_transaction_quota), and on the views |
+//! | `VmbChannelSetIncomingProcessingAtPassive` | [`Channel::set_incoming_processing_at_passive`](channel::Channel::set_incoming_processing_at_passive), on the builder and the open view |
+//! | `VmbChannelGetInterfaceInstance` | [`Channel::interface_instance`](channel::Channel::interface_instance), and on the views |
+//! | `VmbChannelGetMmioSpace` | [`Channel::mmio_space`](channel::Channel::mmio_space) (`None` unless open), [`OpenView::mmio_space`](channel::OpenView::mmio_space) |
+//! | `VmbChannelSendSynchronousRequest` | [`Channel::request`](channel::Channel::request) and [`PostStartedView::request`](channel::PostStartedView::request) (client, waiting); [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) (both roles, not waiting) |
+//! | `VmbChannelPacketComplete` | [`IncomingPacket::complete`](packet::IncomingPacket::complete), [`complete_with`](packet::IncomingPacket::complete_with), [`complete_empty`](packet::IncomingPacket::complete_empty); the same on [`DeferredPacket`](packet::DeferredPacket) |
+//! | `VmbChannelPacketFail` | [`IncomingPacket::fail`](packet::IncomingPacket::fail), [`DeferredPacket::fail`](packet::DeferredPacket::fail); dropping an unanswered token |
+//! | `VmbChannelPacketDeferToPassive` | [`IncomingPacket::defer_to_passive`](packet::IncomingPacket::defer_to_passive) |
+//! | `VmbChannelPacketGetExternalData` | [`IncomingPacket::external_data`](packet::IncomingPacket::external_data) |
+//! | `VmbConvertVmbusHandleToKernelHandle` | [`Request::convert_vmbus_handle`], [`UserHandle::to_kernel_handle`], [`DeferredHandle::to_kernel_handle`] (and their `_with` forms for a table backend) |
+//!
+//! Every other KMCL function (GPADLs, outgoing packet objects, save/restore) is reachable
+//! through the [`dispatch`] traits, as `unsafe` raw calls.
+//!
+//! # Linking: exports or tables
+//!
+//! Without a feature, the crate references no KMCL export: a driver queries
+//! `KMCL_CLIENT_INTERFACE_V1` or `KMCL_SERVER_INTERFACE_V1` from the bus and wraps it in a
+//! [`dispatch::ClientInterface`] or [`dispatch::ServerInterface`]; its image imports nothing
+//! from a KMCL driver. The `vmbkmcl` feature (guest, `vmbkmcl.sys`) or `vmbkmclr` feature
+//! (root, `vmbkmclr.sys`) links the exports instead and adds [`dispatch::Linked`], the
+//! zero-sized backend, with the conveniences that default to it.
+//!
+//! # Unit tests of a driver, on the host
+//!
+//! On a non-Windows host the KMCL and kernel functions this crate calls are defined by the
+//! `vmbus-kmcl-sim` crate, which emulates them. Add it as a dev-dependency; a test binary that
+//! does not otherwise name it must still link it, with one line in the test crate (otherwise the
+//! link fails with `undefined symbol: ZwClose` or a KMCL function):
+//!
+//! ```
+//! use vmbus_kmcl_sim as _;
+//! ```
+//!
+//! A test that uses the sim's `Bus` (to get device objects, pump deliveries and check for leaks)
+//! names the crate anyway and needs nothing more.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod channel;
+/// Marks one item as existing only where the KMCL exports resolve, like
+/// [`dispatch::Linked`]: with the `vmbkmcl` or `vmbkmclr` feature, on a non-Windows host (where
+/// the sim defines them), and for rustdoc (labelled on docs.rs).
+macro_rules! linked_only {
+    ($($item:tt)*) => {
+        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+        #[cfg_attr(
+            docsrs,
+            doc(cfg(any(feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows"))))
+        )]
+        $($item)*
+    };
+}
+
+pub mod channel;
+pub mod dispatch;
 mod error;
+mod guid;
 mod handle;
 pub mod irql;
+pub mod packet;
 pub mod process;
 pub mod status;
 
-pub use channel::{DeviceRef, ServerChannelInit};
+pub use channel::DeviceRef;
 pub use error::{Error, Result};
+pub use guid::{Guid, GuidParseError};
 pub use handle::KernelHandle;
 pub use process::{
     with_current_process, DeferredHandle, ProcessContext, ProcessId, ProcessRef, Request,

@@ -7,8 +7,24 @@
 #![no_std]
 #![no_main]
 
-use vmbus_kmcl::{DeviceRef, KernelHandle, NtStatus, Request, Result, ServerChannelInit};
+use core::pin::{pin, Pin};
+
+use vmbus_kmcl::channel::{ChannelSlot, Handler, OpenView, Server, ServerBuilder};
+use vmbus_kmcl::dispatch::Linked;
+use vmbus_kmcl::packet::IncomingPacket;
+use vmbus_kmcl::{DeviceRef, KernelHandle, NtStatus, Request, Result};
 use vmbus_kmcl_sys::{HANDLE, NTSTATUS, PVOID};
+
+mod rt;
+
+/// The VSP's channel handler. This example only sets channels up; it fails any packet.
+pub struct Vsp;
+
+impl Handler<Server, Linked> for Vsp {
+    fn process_packet(&self, _: &OpenView<'_, Server, Linked>, packet: IncomingPacket<'_, Linked>) {
+        packet.fail();
+    }
+}
 
 /// Converts the VMBus handle the worker process sent in an IOCTL: called by the dispatch
 /// routine with the IRP it received; the request checks that it runs in the worker's thread.
@@ -17,10 +33,14 @@ pub fn vmbus_handle_from_worker(request: &Request<'_>, raw: HANDLE) -> Result<Ke
     request.convert_vmbus_handle(raw)
 }
 
-/// Allocates a server channel and points it at the worker's VM; the channel owns the handle.
+/// Allocates a server channel in `slot` and points it at the worker's VM; the channel owns the
+/// kernel handle from now on.
 #[inline(never)]
-pub fn bind_channel(device: DeviceRef<'_>, vm: KernelHandle) -> Result<ServerChannelInit<'_>> {
-    let mut channel = ServerChannelInit::allocate(device)?;
+pub fn bind_channel<'s>(
+    slot: Pin<&'s mut ChannelSlot<'_, Vsp, Linked>>,
+    vm: KernelHandle,
+) -> Result<ServerBuilder<'s, Vsp, Linked>> {
+    let mut channel = ServerBuilder::allocate(slot)?;
     channel.set_vmbus_handle(vm)?;
     Ok(channel)
 }
@@ -44,56 +64,11 @@ pub unsafe extern "system" fn DriverEntry(driver_object: PVOID, registry_path: P
         };
         // SAFETY: not reached at run time (see above); the pointer only feeds the linker.
         let device = unsafe { DeviceRef::from_raw(core::ptr::NonNull::dangling()) };
-        return match bind_channel(device, kernel) {
+        let mut slot = pin!(ChannelSlot::new(device, Linked, Vsp));
+        return match bind_channel(slot.as_mut(), kernel) {
             Ok(_channel) => NtStatus::SUCCESS.into(),
             Err(error) => error.status().into(),
         };
     }
     NtStatus::SUCCESS.into()
-}
-
-// The C runtime routines that `core` calls are exported by the kernel itself.
-#[allow(
-    dead_code,
-    reason = "declared only so that `core`'s references resolve to these imports"
-)]
-#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
-unsafe extern "C" {
-    fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
-    fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
-    fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8;
-    fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32;
-}
-
-#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
-unsafe extern "system" {
-    /// Stops the system with a bug check; never returns.
-    fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
-}
-
-/// The bug check code a Rust panic in this driver raises: a private value ("RSP!" in ASCII), so a
-/// crash dump tells it from the system's own codes.
-const PANIC_BUG_CHECK: u32 = 0x5253_5021;
-
-/// Tells the MSVC linker model that floating point is in use; any driver with Rust's `core`
-/// defines it.
-#[no_mangle]
-#[used]
-static _fltused: i32 = 0;
-
-/// The precompiled `core` carries unwind tables that name the MSVC C++ personality routine.
-/// With `panic = "abort"` nothing ever unwinds, so it is never called; if it were, that would be
-/// a bug: stop the system. (Kernel C code gets it from the WDK's runtime library, which this
-/// image does not link.)
-#[no_mangle]
-extern "C" fn __CxxFrameHandler3() -> ! {
-    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
-    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 1, 0, 0, 0) }
-}
-
-/// A panic in a driver is a bug: stop the system with a bug check (a kernel cannot unwind).
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    // SAFETY: `KeBugCheckEx` may be called at any IRQL and never returns.
-    unsafe { KeBugCheckEx(PANIC_BUG_CHECK, 0, 0, 0, 0) }
 }

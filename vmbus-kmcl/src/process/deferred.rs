@@ -46,26 +46,46 @@ impl DeferredHandle {
         core::ptr::without_provenance_mut(self.raw)
     }
 
-    /// Attaches to the process the value came from and converts it there
-    /// (`KeStackAttachProcess`, `VmbConvertVmbusHandleToKernelHandle`, `KeUnstackDetachProcess`).
-    /// `PASSIVE_LEVEL`, any thread. The process reference is released afterwards.
+    linked_only! {
+        /// Attaches to the process the value came from and converts it there
+        /// (`KeStackAttachProcess`, `VmbConvertVmbusHandleToKernelHandle`, `KeUnstackDetachProcess`).
+        /// `PASSIVE_LEVEL`, any thread. The process reference is released afterwards.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`ProcessRef::attach`] and of [`UserHandle::to_kernel_handle`] (for instance
+        /// `STATUS_INVALID_HANDLE` when the process closed the handle in the meantime).
+        ///
+        /// # Panics
+        ///
+        /// As [`ProcessRef::attach`].
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+            self.to_kernel_handle_with(&crate::dispatch::Linked)
+        }
+    }
+
+    /// [`to_kernel_handle`](Self::to_kernel_handle) through the given backend, for instance a
+    /// queried [`ServerInterface`](crate::dispatch::ServerInterface) table.
     ///
     /// # Errors
     ///
-    /// Those of [`ProcessRef::attach`] and of [`UserHandle::to_kernel_handle`] (for instance
-    /// `STATUS_INVALID_HANDLE` when the process closed the handle in the meantime).
+    /// As for [`to_kernel_handle`](Self::to_kernel_handle).
     ///
     /// # Panics
     ///
     /// As [`ProcessRef::attach`].
     #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
-    pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+    pub fn to_kernel_handle_with<K: crate::dispatch::KmclServer + Sync + ?Sized>(
+        self,
+        kmcl: &K,
+    ) -> Result<KernelHandle> {
         let raw = self.raw;
         self.process.attach(|cx| {
             let raw = core::ptr::without_provenance_mut(raw);
             // SAFETY: `raw` was received from `self.process` (type invariant), the process this
             // context was made for by attaching to it.
-            unsafe { UserHandle::assume_received(raw, cx) }?.to_kernel_handle()
+            unsafe { UserHandle::assume_received(raw, cx) }?.to_kernel_handle_with(kmcl)
         })?
     }
 }

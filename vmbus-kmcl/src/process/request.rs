@@ -10,6 +10,7 @@ use vmbus_kmcl_sys::HANDLE;
 
 use super::user_handle::{convert_here, refuse_non_user};
 use super::{current_process, DeferredHandle, ProcessContext, ProcessRef};
+use crate::dispatch::KmclServer;
 use crate::error::{Error, Result};
 use crate::handle::KernelHandle;
 use crate::irql;
@@ -118,29 +119,47 @@ impl<'irp> Request<'irp> {
         Ok(f(&mut cx))
     }
 
-    /// The seed flow in one call: the checks of [`Request::enter`], the refusal of values that
-    /// are never user handles, and the conversion (`VmbConvertVmbusHandleToKernelHandle`) of
-    /// `raw`, a value this request carried. `PASSIVE_LEVEL`.
-    ///
-    /// No driver code runs between the checks and the conversion, so the process compare of
-    /// [`UserHandle::to_kernel_handle`](super::UserHandle::to_kernel_handle) is not repeated.
+    linked_only! {
+        /// The seed flow in one call: the checks of [`Request::enter`], the refusal of values that
+        /// are never user handles, and the conversion (`VmbConvertVmbusHandleToKernelHandle`) of
+        /// `raw`, a value this request carried. `PASSIVE_LEVEL`.
+        ///
+        /// No driver code runs between the checks and the conversion, so the process compare of
+        /// [`UserHandle::to_kernel_handle`](super::UserHandle::to_kernel_handle) is not repeated.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`Request::enter`], [`Error::NotAUserHandle`], and those of the conversion
+        /// ([`Error::Status`], [`Error::Unexpected`]).
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        #[inline]
+        pub fn convert_vmbus_handle(&self, raw: HANDLE) -> Result<KernelHandle> {
+            self.convert_vmbus_handle_with(&crate::dispatch::Linked, raw)
+        }
+    }
+
+    /// [`convert_vmbus_handle`](Self::convert_vmbus_handle) through the given backend, for
+    /// instance a queried [`ServerInterface`](crate::dispatch::ServerInterface) table.
     ///
     /// # Errors
     ///
-    /// Those of [`Request::enter`], [`Error::NotAUserHandle`], and those of the conversion
-    /// ([`Error::Status`], [`Error::Unexpected`]).
+    /// As for [`convert_vmbus_handle`](Self::convert_vmbus_handle).
     #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
     #[inline]
     #[expect(
         clippy::not_unsafe_ptr_arg_deref,
         reason = "a HANDLE is a number: neither the wrapper nor KMCL dereferences it"
     )]
-    pub fn convert_vmbus_handle(&self, raw: HANDLE) -> Result<KernelHandle> {
+    pub fn convert_vmbus_handle_with<K: KmclServer + ?Sized>(
+        &self,
+        kmcl: &K,
+        raw: HANDLE,
+    ) -> Result<KernelHandle> {
         self.check()?;
         refuse_non_user(raw)?;
         // SAFETY: the thread runs at PASSIVE_LEVEL in the requestor's process, which sent `raw`
         // in this request (all checked just above, with no code in between).
-        unsafe { convert_here(raw) }
+        unsafe { convert_here(kmcl, raw) }
     }
 
     /// Keeps `raw`, a value this request carried, with a reference on the requestor's process,

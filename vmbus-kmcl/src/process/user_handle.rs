@@ -7,6 +7,7 @@ use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
 use vmbus_kmcl_sys::HANDLE;
 
 use super::{ProcessContext, RequestContext};
+use crate::dispatch::KmclServer;
 use crate::error::{Error, Result};
 use crate::handle::KernelHandle;
 use crate::irql;
@@ -40,18 +41,21 @@ pub(super) fn refuse_non_user(raw: HANDLE) -> Result<()> {
     Ok(())
 }
 
-/// Calls `VmbConvertVmbusHandleToKernelHandle` and takes ownership of the result.
+/// Calls `VmbConvertVmbusHandleToKernelHandle` through `kmcl` and takes ownership of the result.
 ///
 /// # Safety
 ///
 /// The current thread runs at `PASSIVE_LEVEL` in the process that owns `raw`.
 #[inline]
-pub(super) unsafe fn convert_here(raw: HANDLE) -> Result<KernelHandle> {
+pub(super) unsafe fn convert_here<K: KmclServer + ?Sized>(
+    kmcl: &K,
+    raw: HANDLE,
+) -> Result<KernelHandle> {
     let mut kernel: HANDLE = core::ptr::null_mut();
     let status =
         // SAFETY: `kernel` is a valid place for the result, and the caller guarantees the process
         // and the IRQL the conversion requires.
-        unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(raw, &mut kernel) };
+        unsafe { kmcl.convert_vmbus_handle_to_kernel_handle(raw, &mut kernel) };
     if status != NtStatus::SUCCESS.to_raw() {
         return Err(Error::from_failed_call(status));
     }
@@ -100,32 +104,46 @@ impl<'proc> UserHandle<'proc> {
         self.raw
     }
 
-    /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
-    /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
-    /// a server channel ([`crate::ServerChannelInit::set_vmbus_handle`]).
-    ///
-    /// Before calling KMCL it reads the IRQL once and compares the current process with the
-    /// context's, so the value is only ever looked up in the table of the process it came from.
+    linked_only! {
+        /// Converts the handle into a kernel handle to the same VMBus object, owned by the caller
+        /// (`VmbConvertVmbusHandleToKernelHandle`). Usually followed by handing the kernel handle to
+        /// a server channel ([`ChannelBuilder::set_vmbus_handle`](crate::channel::ChannelBuilder::set_vmbus_handle)).
+        ///
+        /// Before calling KMCL it reads the IRQL once and compares the current process with the
+        /// context's, so the value is only ever looked up in the table of the process it came from.
+        ///
+        /// # Errors
+        ///
+        /// - [`Error::IrqlTooHigh`] above `PASSIVE_LEVEL`;
+        /// - [`Error::WrongProcess`] when the thread does not run in the context's process (it was
+        ///   moved, for instance by a stackful coroutine, or attached elsewhere);
+        /// - [`Error::Status`] with the failing status of the conversion, e.g.
+        ///   `STATUS_INVALID_HANDLE` when the value names no handle of this process;
+        /// - [`Error::Unexpected`] for a success-class status other than `STATUS_SUCCESS`, which the
+        ///   function does not document.
+        ///
+        /// Nothing is opened in any of these cases.
+        #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
+        #[inline]
+        pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+            self.to_kernel_handle_with(&crate::dispatch::Linked)
+        }
+    }
+
+    /// [`to_kernel_handle`](Self::to_kernel_handle) through the given backend, for instance a
+    /// queried [`ServerInterface`](crate::dispatch::ServerInterface) table.
     ///
     /// # Errors
     ///
-    /// - [`Error::IrqlTooHigh`] above `PASSIVE_LEVEL`;
-    /// - [`Error::WrongProcess`] when the thread does not run in the context's process (it was
-    ///   moved, for instance by a stackful coroutine, or attached elsewhere);
-    /// - [`Error::Status`] with the failing status of the conversion, e.g.
-    ///   `STATUS_INVALID_HANDLE` when the value names no handle of this process;
-    /// - [`Error::Unexpected`] for a success-class status other than `STATUS_SUCCESS`, which the
-    ///   function does not document.
-    ///
-    /// Nothing is opened in any of these cases.
+    /// As for [`to_kernel_handle`](Self::to_kernel_handle).
     #[doc(alias = "VmbConvertVmbusHandleToKernelHandle")]
     #[inline]
-    pub fn to_kernel_handle(self) -> Result<KernelHandle> {
+    pub fn to_kernel_handle_with<K: KmclServer + ?Sized>(self, kmcl: &K) -> Result<KernelHandle> {
         irql::require_at_most(PASSIVE_LEVEL)?;
         self.cx.check_current()?;
         // SAFETY: the thread runs at PASSIVE_LEVEL in the context's process (both checked just
         // above), which by the type invariant is the process that owns `self.raw`.
-        unsafe { convert_here(self.raw) }
+        unsafe { convert_here(kmcl, self.raw) }
     }
 }
 

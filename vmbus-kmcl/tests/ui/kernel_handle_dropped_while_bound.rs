@@ -1,14 +1,15 @@
-// The channel owns the kernel handle naming its VM: once moved in, the handle cannot be closed
-// while the channel may still use it.
-use vmbus_kmcl::{DeviceRef, KernelHandle, ServerChannelInit};
+// The server channel takes the kernel handle naming its VM: nothing else can close it while
+// the channel may still use it.
+use core::pin::Pin;
+use vmbus_kmcl::channel::{ChannelSlot, Handler, Server, ServerBuilder};
+use vmbus_kmcl::dispatch::Linked;
+use vmbus_kmcl::KernelHandle;
 
-fn bind(device: DeviceRef<'_>, vm: KernelHandle) {
-    let mut channel = ServerChannelInit::allocate(device).unwrap();
+fn bind<H: Handler<Server, Linked>>(slot: Pin<&mut ChannelSlot<'_, H, Linked>>, vm: KernelHandle) {
+    let mut channel = ServerBuilder::allocate(slot).unwrap();
     channel.set_vmbus_handle(vm).unwrap();
     drop(vm);
     drop(channel);
 }
 
-fn main() {
-    let _ = bind;
-}
+fn main() {}

@@ -1,0 +1,68 @@
+//! Helpers shared by the channel test binaries: the sim's device objects, and a server and a
+//! client channel offered, opened and started on one bus.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+use std::pin::Pin;
+use std::ptr::NonNull;
+
+use vmbus_kmcl::channel::{
+    Channel, ChannelSlot, Client, ClientBuilder, Handler, Server, ServerBuilder,
+};
+use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
+use vmbus_kmcl::{DeviceRef, Guid};
+use vmbus_kmcl_sim::Bus;
+
+/// The bus's root (server) device object.
+pub fn root(bus: &Bus) -> DeviceRef<'_> {
+    // SAFETY: the bus's device objects live as long as the bus, which the reference borrows.
+    unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) }
+}
+
+/// The bus's guest (client) device object.
+pub fn guest(bus: &Bus) -> DeviceRef<'_> {
+    // SAFETY: as above.
+    unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
+}
+
+/// A server channel from `vsp_slot` offering `interface_type`/`instance`, enabled and started.
+pub fn offer<'s, HS, S>(
+    vsp_slot: Pin<&'s mut ChannelSlot<'_, HS, S>>,
+    interface_type: Guid,
+    instance: Guid,
+) -> Channel<'s, Server, HS, S>
+where
+    HS: Handler<Server, S>,
+    S: ChannelBackend + KmclServer,
+{
+    let mut vsp = ServerBuilder::allocate(vsp_slot).unwrap();
+    vsp.set_interface_id(interface_type, instance).unwrap();
+    let vsp = vsp.enable().unwrap();
+    vsp.start();
+    vsp
+}
+
+/// A server channel offering `interface_type`/`instance` from `vsp_slot`, started, and a client
+/// channel from `vsc_slot` opening it; the bus has run until both are open and flowing.
+pub fn open_pair<'s, HS, S, HC, C>(
+    bus: &Bus,
+    vsp_slot: Pin<&'s mut ChannelSlot<'_, HS, S>>,
+    vsc_slot: Pin<&'s mut ChannelSlot<'_, HC, C>>,
+    interface_type: Guid,
+    instance: Guid,
+) -> (Channel<'s, Server, HS, S>, Channel<'s, Client, HC, C>)
+where
+    HS: Handler<Server, S>,
+    S: ChannelBackend + KmclServer,
+    HC: Handler<Client, C>,
+    C: ChannelBackend,
+{
+    let vsp = offer(vsp_slot, interface_type, instance);
+    let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
+    vsc.set_target(interface_type, None).unwrap();
+    let vsc = vsc.enable().unwrap();
+    bus.run_until_idle();
+    (vsp, vsc)
+}
