@@ -426,6 +426,8 @@ const LIVE: u8 = 2;
 struct Link {
     state: AtomicU8,
     handle: AtomicU32,
+    /// The address of the channel the GPADL was made on.
+    channel: AtomicUsize,
     joined: AtomicBool,
     next: AtomicPtr<Link>,
 }
@@ -505,6 +507,7 @@ impl<'b> GpadlCell<'b> {
             link: Link {
                 state: AtomicU8::new(EMPTY),
                 handle: AtomicU32::new(0),
+                channel: AtomicUsize::new(0),
                 joined: AtomicBool::new(false),
                 next: AtomicPtr::new(core::ptr::null_mut()),
             },
@@ -533,7 +536,9 @@ impl<'b> GpadlCell<'b> {
         // SAFETY: the list lives at the start of the slot's shared part, pinned for as long as
         // the channel, whose callback is running.
         let list = unsafe { &*list };
+        // CAST: addresses only, compared and never turned back into pointers.
         let start = list as *const GpadlList as usize;
+        // CAST: as above.
         let here = self as *const Self as usize;
         let inside = here >= start
             && here
@@ -572,13 +577,20 @@ impl<'b> GpadlCell<'b> {
             .map_err(|_| Error::GpadlCellInUse)
     }
 
-    /// Records the outcome of a creation the cell was claimed for.
-    fn finish(&self, status: vmbus_kmcl_sys::NTSTATUS, handle: UINT32) -> Result<GpadlHandle> {
+    /// Records the outcome of a creation on `channel` the cell was claimed for.
+    fn finish(
+        &self,
+        channel: VMBCHANNEL,
+        status: vmbus_kmcl_sys::NTSTATUS,
+        handle: UINT32,
+    ) -> Result<GpadlHandle> {
         if status != NtStatus::SUCCESS.to_raw() {
             self.link.state.store(EMPTY, Ordering::Release);
             return Err(Error::from_failed_call(status));
         }
         self.link.handle.store(handle, Ordering::Relaxed);
+        // CAST: the address only, compared by `delete_on`.
+        self.link.channel.store(channel as usize, Ordering::Relaxed);
         self.link.state.store(LIVE, Ordering::Release);
         Ok(GpadlHandle(handle))
     }
@@ -607,9 +619,9 @@ impl<'b> GpadlCell<'b> {
         // SAFETY:
         // - a live client channel, open (a callback with an open view runs), PASSIVE_LEVEL
         //   (checked by `claim`);
-        // - the buffer is `length` bytes behind an `UnsafeCell`, borrowed for `'b`, which the
-        //   cell outlives not: the cell is inside the slot, and the GPADL is deleted no later
-        //   than the closed callback, before the slot can go;
+        // - the buffer is `length` bytes behind an `UnsafeCell`, borrowed for `'b`, which
+        //   outlives the cell; the cell lies inside the channel's slot (checked by `claim`),
+        //   and the GPADL is deleted no later than the closed callback, before the slot goes;
         // - `handle` is writable.
         let status = unsafe {
             ops.kmcl().channel_create_gpadl_from_buffer(
@@ -620,7 +632,7 @@ impl<'b> GpadlCell<'b> {
                 &mut handle,
             )
         };
-        self.finish(status, handle)
+        self.finish(ops.raw(), status, handle)
     }
 
     /// Shares the pages of `mdl` from byte `offset` on, `length` bytes of them or (`None`) up
@@ -655,7 +667,7 @@ impl<'b> GpadlCell<'b> {
                 &mut handle,
             )
         };
-        self.finish(status, handle)
+        self.finish(ops.raw(), status, handle)
     }
 
     /// Deletes the cell's GPADL (`VmbChannelDeleteGpadl`), waiting while the server has it
@@ -679,8 +691,12 @@ impl<'b> GpadlCell<'b> {
     }
 
     fn delete_on<K: ChannelBackend>(&self, ops: &ChannelOps<Client, K>) -> bool {
-        // A cell that is LIVE was joined to this channel's list by `create`: GPADLs are only
-        // made on the channel whose slot holds the cell.
+        // Only the channel the GPADL was made on deletes it (a cell lies in one slot, so this
+        // holds anyway; the compare keeps it true whatever view is passed).
+        // CAST: the address only.
+        if self.link.channel.load(Ordering::Relaxed) != ops.raw() as usize {
+            return false;
+        }
         delete_link(&self.link, ops.kmcl(), ops.raw())
     }
 }
@@ -781,6 +797,8 @@ fn forget_mapping(index: usize) {
 /// `handle` is mapped on the live server channel `channel` of backend `kmcl` for `'c`, by this
 /// value alone (its entry `entry` of the mapping table), and `mdl` is the MDL KMCL returned for
 /// it.
+#[doc(alias = "VmbChannelMapGpadl")]
+#[doc(alias = "VmbChannelUnmapGpadl")]
 pub struct GpadlMapping<'c, A: Access, K: KmclServer + Copy> {
     kmcl: K,
     channel: NonNull<VMBCHANNEL__>,

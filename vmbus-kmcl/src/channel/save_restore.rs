@@ -433,6 +433,8 @@ pub enum SaveChunk<'a> {
 ///
 /// A save was begun on the live server channel `channel` of backend `kmcl` and not ended; the
 /// channel is borrowed exclusively for `'c`.
+#[doc(alias = "VmbChannelSaveContinue")]
+#[doc(alias = "VmbChannelSaveEnd")]
 pub struct SaveSession<'c, K: KmclServer + Copy> {
     kmcl: K,
     channel: NonNull<VMBCHANNEL__>,
