@@ -11,11 +11,12 @@ use vmbus_kmcl::channel::save_restore::{
 };
 use vmbus_kmcl::channel::ServerBuilder;
 use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server};
-use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
+use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{guid, Error, Guid, NtStatus, Result};
 use vmbus_kmcl_sim::Bus;
 
+#[macro_use]
 mod common;
 use common::{guest, root};
 
@@ -96,9 +97,22 @@ fn send_waiting<S: KmclServer>(server: S, channel: vmbus_kmcl_sys::VMBCHANNEL, m
     assert_eq!(status, 0);
 }
 
-fn server_builder<'s, S: ChannelBackend + KmclServer>(
-    slot: std::pin::Pin<&'s mut ChannelSlot<'_, Vsp, S>>,
-) -> ServerBuilder<'s, Vsp, S> {
+/// A client channel opening the offer of [`TYPE`], open once the bus ran.
+fn open_client<'s, C: ChannelBackend>(
+    bus: &Bus,
+    slot: std::pin::Pin<&'s mut ChannelSlot<'_, Vsc, C>>,
+) -> vmbus_kmcl::channel::Channel<'s, Client, Vsc, C> {
+    let mut vsc = ClientBuilder::allocate(slot).unwrap();
+    vsc.set_target(TYPE, None).unwrap();
+    let vsc = vsc.enable().unwrap();
+    bus.run_until_idle();
+    vsc
+}
+
+/// A server builder with the interface id and the save/restore callbacks set.
+fn server_builder<'s, H: SaveRestoreHandler<S>, S: ChannelBackend + KmclServer>(
+    slot: std::pin::Pin<&'s mut ChannelSlot<'_, H, S>>,
+) -> ServerBuilder<'s, H, S> {
     let mut builder = ServerBuilder::allocate(slot).unwrap();
     builder
         .set_interface_id(TYPE, INSTANCE)
@@ -120,10 +134,7 @@ where
         let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
         let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
         vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-        vsc.set_target(TYPE, None).unwrap();
-        let vsc = vsc.enable().unwrap();
-        bus.run_until_idle();
+        let vsc = open_client(&bus, vsc_slot.as_mut());
 
         // Three packets in flight: the ring is full, so they wait on the channel's queue.
         assert!(bus.set_ring_full(vsp.as_raw(), true));
@@ -197,10 +208,7 @@ where
         }
         let vsp = builder.enable().unwrap();
         vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-        vsc.set_target(TYPE, None).unwrap();
-        let vsc = vsc.enable().unwrap();
-        bus.run_until_idle();
+        let vsc = open_client(&bus, vsc_slot.as_mut());
         // The restored transactions resume on the new channel, in order.
         assert_eq!(
             *vsc.handler().received.lock().unwrap(),
@@ -265,18 +273,9 @@ where
     {
         let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Refuser));
         let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
-        let mut builder = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-        builder
-            .set_interface_id(TYPE, INSTANCE)
-            .unwrap()
-            .set_save_restore_callbacks()
-            .unwrap();
-        let mut vsp = builder.enable().unwrap();
+        let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
         vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-        vsc.set_target(TYPE, None).unwrap();
-        let vsc = vsc.enable().unwrap();
-        bus.run_until_idle();
+        let vsc = open_client(&bus, vsc_slot.as_mut());
         assert!(bus.set_ring_full(vsp.as_raw(), true));
         send_waiting(server, vsp.as_raw(), b"x");
         let mut save = vsp.save().unwrap();
@@ -291,29 +290,6 @@ where
     }
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
-}
-
-/// Runs a scenario once with the linked exports and once with the interface tables.
-macro_rules! both_backends {
-    ($linked:ident, $tables:ident, $scenario:expr) => {
-        #[test]
-        fn $linked() {
-            $scenario(Linked, Linked);
-        }
-
-        #[test]
-        fn $tables() {
-            let bus = Bus::new();
-            // SAFETY: the sim's tables stand for successful queries whose references are
-            // handed over.
-            let server = unsafe { ServerInterface::from_raw(bus.server_interface()) }.unwrap();
-            // SAFETY: as above.
-            let client = unsafe { ClientInterface::from_raw(bus.client_interface()) }.unwrap();
-            $scenario(&server, &client);
-            drop((server, client));
-            bus.assert_no_leaks();
-        }
-    };
 }
 
 both_backends!(
