@@ -82,16 +82,14 @@ macro_rules! both_backends {
 
         #[test]
         fn $tables() {
+            use vmbus_kmcl::dispatch::{ClientInterface, ServerInterface};
             let bus = vmbus_kmcl_sim::Bus::new();
             // SAFETY: the sim's tables stand for successful queries whose references are
             // handed over.
-            let server =
-                unsafe { vmbus_kmcl::dispatch::ServerInterface::from_raw(bus.server_interface()) }
-                    .unwrap();
+            let server = unsafe { ServerInterface::from_raw(bus.server_interface()) };
             // SAFETY: as above.
-            let client =
-                unsafe { vmbus_kmcl::dispatch::ClientInterface::from_raw(bus.client_interface()) }
-                    .unwrap();
+            let client = unsafe { ClientInterface::from_raw(bus.client_interface()) };
+            let (server, client) = (server.unwrap(), client.unwrap());
             $scenario(&server, &client);
             drop((server, client));
             bus.assert_no_leaks();
