@@ -383,6 +383,63 @@ where
     });
 }
 
+/// A server that maps the GPADL named in each request (its handle, little endian) from the
+/// callback, answers with the first 8 bytes it finds there, and unmaps before returning.
+struct Mapper;
+
+impl<K: ChannelBackend + KmclServer> Handler<Server, K> for Mapper {
+    fn process_packet(&self, channel: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+        let Ok(bytes) = <[u8; 4]>::try_from(packet.data()) else {
+            return packet.fail();
+        };
+        let handle = GpadlHandle::from_raw(u32::from_le_bytes(bytes));
+        let mut reply = [0u8; 8];
+        match channel.map_gpadl(handle) {
+            Ok(mapping) => {
+                // SAFETY: the sim's address of the mapped bytes, valid while the mapping lives.
+                let memory = unsafe { mapping.memory(sim_address(mapping.as_raw()), 8) };
+                memory.read(0, &mut reply).unwrap();
+            }
+            Err(_) => reply = *b"unmapped",
+        }
+        let _ = packet.complete(&reply);
+    }
+}
+
+fn server_maps_from_its_callback<S, C>(server: S, client: C)
+where
+    S: ChannelBackend + KmclServer,
+    C: ChannelBackend,
+{
+    let bus = Bus::new();
+    let buffer = SharedBuffer::<8192>::new();
+    buffer.memory().write(0, b"guestmem").unwrap();
+    {
+        let handler = Vsc::new(Share::Buffer(&buffer), GpadlFlags::empty());
+        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Mapper));
+        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, handler));
+        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+        let handle = vsc.handler().gpadl.handle().unwrap();
+        let mut response = [0u8; 8];
+        let request = handle.to_raw().to_le_bytes();
+        assert_eq!(
+            vsc.request(&request, &mut response, None).unwrap(),
+            b"guestmem"
+        );
+        // The callback's mapping is gone: the server can map the GPADL again.
+        let request = handle.to_raw().wrapping_add(77).to_le_bytes();
+        assert_eq!(
+            vsc.request(&request, &mut response, None).unwrap(),
+            b"unmapped"
+        );
+        drop(vsp.map_gpadl(handle).unwrap());
+        drop(vsc);
+        drop(vsp);
+    }
+    assert_eq!(bus.take_violations(), Vec::<String>::new());
+    bus.assert_no_leaks();
+}
+
 both_backends!(share_linked, share_tables, share_map_write_read_close);
 both_backends!(
     delete_waits_linked,
@@ -405,4 +462,9 @@ both_backends!(
     refused_open_linked,
     refused_open_tables,
     refused_open_deletes_the_gpadl
+);
+both_backends!(
+    callback_mapping_linked,
+    callback_mapping_tables,
+    server_maps_from_its_callback
 );

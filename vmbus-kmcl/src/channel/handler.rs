@@ -139,7 +139,8 @@ pub trait Handler<R: Role, K: ChannelBackend>: Sync + Sized {
     }
 
     /// `EvtVmbChannelClosed`: the channel closed (disable, or the peer closing or rescinding).
-    /// PASSIVE_LEVEL.
+    /// PASSIVE_LEVEL. When it returns, the trampoline deletes every GPADL still held in a
+    /// [`GpadlCell`](super::gpadl::GpadlCell) of the handler, as KMCL requires.
     fn closed(&self, channel: &StoppedView<'_, R, K>) {
         let _ = channel;
     }
