@@ -936,59 +936,44 @@ fn is_read_only<K: KmclServer>(
     true
 }
 
-impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> Channel<'s, Server, H, K> {
-    /// Maps the client's GPADL `handle` for reading and writing (`VmbChannelMapGpadl`); the
-    /// mapping borrows the channel and unmaps on drop.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::GpadlAlreadyMapped`] when this channel has it mapped already and
-    /// [`Error::TooManyMappings`] past [`MAX_MAPPINGS`], before any call;
-    /// [`Error::GpadlReadOnly`] when the client created it read-only; the failing status of the
-    /// call otherwise.
-    #[doc(alias = "VmbChannelMapGpadl")]
-    pub fn map_gpadl(&self, handle: GpadlHandle) -> Result<GpadlMapping<'_, ReadWrite, K>> {
-        map(self.ops.kmcl(), self.ops.non_null(), handle)
-    }
+/// The two mapping methods, on the enabled server channel and on a server callback's view
+/// (`$what` says what the mapping borrows).
+macro_rules! map_methods {
+    ($what:literal) => {
+        /// Maps the client's GPADL `handle` for reading and writing (`VmbChannelMapGpadl`);
+        #[doc = concat!("the mapping borrows ", $what, " and unmaps on drop.")]
+        ///
+        /// # Errors
+        ///
+        /// [`Error::GpadlAlreadyMapped`] when this channel has it mapped already and
+        /// [`Error::TooManyMappings`] past [`MAX_MAPPINGS`], before any call;
+        /// [`Error::GpadlReadOnly`] when the client created it read-only; the failing status of
+        /// the call otherwise.
+        #[doc(alias = "VmbChannelMapGpadl")]
+        pub fn map_gpadl(&self, handle: GpadlHandle) -> Result<GpadlMapping<'_, ReadWrite, K>> {
+            map(self.ops.kmcl(), self.ops.non_null(), handle)
+        }
 
-    /// Maps the client's GPADL `handle` for reading (`VmbChannelMapGpadl` with
-    /// `VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY`).
-    ///
-    /// # Errors
-    ///
-    /// As for [`map_gpadl`](Self::map_gpadl), without [`Error::GpadlReadOnly`].
-    #[doc(alias = "VmbChannelMapGpadl")]
-    pub fn map_gpadl_read_only(
-        &self,
-        handle: GpadlHandle,
-    ) -> Result<GpadlMapping<'_, ReadOnly, K>> {
-        map(self.ops.kmcl(), self.ops.non_null(), handle)
-    }
+        /// Maps the client's GPADL `handle` for reading (`VmbChannelMapGpadl` with
+        #[doc = concat!("`VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY`); the mapping borrows ", $what, ".")]
+        ///
+        /// # Errors
+        ///
+        /// As for [`map_gpadl`](Self::map_gpadl), without [`Error::GpadlReadOnly`].
+        #[doc(alias = "VmbChannelMapGpadl")]
+        pub fn map_gpadl_read_only(
+            &self,
+            handle: GpadlHandle,
+        ) -> Result<GpadlMapping<'_, ReadOnly, K>> {
+            map(self.ops.kmcl(), self.ops.non_null(), handle)
+        }
+    };
+}
+
+impl<'s, H: Handler<Server, K>, K: ChannelBackend + KmclServer> Channel<'s, Server, H, K> {
+    map_methods!("the channel");
 }
 
 impl<K: ChannelBackend + KmclServer> OpenView<'_, Server, K> {
-    /// Maps the client's GPADL `handle` for reading and writing within this callback; see
-    /// [`Channel::map_gpadl`](super::Channel::map_gpadl).
-    ///
-    /// # Errors
-    ///
-    /// As for [`Channel::map_gpadl`](super::Channel::map_gpadl).
-    #[doc(alias = "VmbChannelMapGpadl")]
-    pub fn map_gpadl(&self, handle: GpadlHandle) -> Result<GpadlMapping<'_, ReadWrite, K>> {
-        map(self.ops.kmcl(), self.ops.non_null(), handle)
-    }
-
-    /// Maps the client's GPADL `handle` for reading within this callback; see
-    /// [`Channel::map_gpadl_read_only`](super::Channel::map_gpadl_read_only).
-    ///
-    /// # Errors
-    ///
-    /// As for [`Channel::map_gpadl_read_only`](super::Channel::map_gpadl_read_only).
-    #[doc(alias = "VmbChannelMapGpadl")]
-    pub fn map_gpadl_read_only(
-        &self,
-        handle: GpadlHandle,
-    ) -> Result<GpadlMapping<'_, ReadOnly, K>> {
-        map(self.ops.kmcl(), self.ops.non_null(), handle)
-    }
+    map_methods!("this callback's view (it ends with the callback)");
 }
