@@ -211,7 +211,10 @@ impl Bus {
     /// units, flags `u16` with bit 0 = completion requested, transaction id `u64`, all little
     /// endian) and the payload. Malformed or oversized packets are refused (and counted in
     /// [`Bus::rejected_raw_guest_packets`]) the way KMCL refuses them before any driver sees
-    /// them.
+    /// them. The ring keeps its fixed size: when it has no room for the packet (the server does
+    /// not drain it, or [`Bus::set_ring_full`] holds on the client) the packet is refused with
+    /// [`RawPacketError::RingFull`], as a guest would find the ring full. A completion is
+    /// reported in [`Bus::take_raw_guest_completions`] only for a packet that requested one.
     pub fn inject_raw_guest_packet(
         &self,
         server: VMBCHANNEL,

@@ -134,16 +134,30 @@ unsafe fn bytes<'a>(buf: *const c_void, len: u32) -> Result<&'a [u8], ()> {
     Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len as usize) })
 }
 
-/// Writes `value` through `out` when it is not NULL.
+/// Writes `value` through `out` when it is not NULL. C lets a caller point at a scalar at any
+/// address, so the write does not assume alignment (free on x86_64 and aarch64).
 ///
 /// # Safety
 ///
-/// `out` is NULL or valid for a write of `T`.
+/// `out` is NULL or valid for a write of `size_of::<T>()` bytes (at any alignment).
 unsafe fn put<T>(out: *mut T, value: T) {
     if !out.is_null() {
-        // SAFETY: non-null, and the caller guarantees it is valid for writes.
-        unsafe { out.write(value) };
+        // SAFETY: non-null, and the caller guarantees `size_of::<T>()` writable bytes; the
+        // write is unaligned, so no alignment is required.
+        unsafe { out.write_unaligned(value) };
     }
+}
+
+/// Reads the `T` a caller points at, at any alignment (see [`put`]).
+///
+/// # Safety
+///
+/// `p` is non-null and valid for a read of `size_of::<T>()` bytes (at any alignment) that hold
+/// a valid `T`.
+unsafe fn get<T>(p: *const T) -> T {
+    // SAFETY: the caller guarantees `size_of::<T>()` readable bytes holding a valid `T`; the
+    // read is unaligned, so no alignment is required.
+    unsafe { p.read_unaligned() }
 }
 
 fn described(mdl: PMDL, offset: usize, len: usize, first_only: bool) -> Option<Described> {
@@ -153,17 +167,18 @@ fn described(mdl: PMDL, offset: usize, len: usize, first_only: bool) -> Option<D
         .map(Described::Segments)
 }
 
-/// Writes the value of a successful engine call through `out` and returns `STATUS_SUCCESS`;
-/// returns the failing status, writing nothing, otherwise.
+/// Writes the value of a successful engine call through `out` (at any alignment) and returns
+/// `STATUS_SUCCESS`; returns the failing status, writing nothing, otherwise.
 ///
 /// # Safety
 ///
-/// `out` must be non-null and valid for a write of `T`.
+/// `out` must be non-null and valid for a write of `size_of::<T>()` bytes (at any alignment).
 unsafe fn write_on_success<T>(out: *mut T, result: Result<T, NTSTATUS>) -> NTSTATUS {
     match result {
         Ok(value) => {
-            // SAFETY: the caller guarantees `out` is non-null and valid for writes.
-            unsafe { out.write(value) };
+            // SAFETY: the caller guarantees `out` is non-null and valid for writes of
+            // `size_of::<T>()` bytes; the write is unaligned, so no alignment is required.
+            unsafe { out.write_unaligned(value) };
             STATUS_SUCCESS
         }
         Err(s) => s,
@@ -181,11 +196,27 @@ fn optional_external(mdl: PMDL) -> Result<Option<Described>, NTSTATUS> {
         .ok_or(STATUS_INVALID_PARAMETER_4)
 }
 
+/// Checks the IRQL rule of a function that may only run at `PASSIVE_LEVEL` (it blocks, waits
+/// for the peer or allocates pageable state): above it, records a violation on `bus` and
+/// returns true. The level is the thread's simulated IRQL ([`crate::nt::current_irql`]).
+fn above_passive(bus: &BusShared, what: &str) -> bool {
+    let irql = crate::nt::current_irql();
+    if irql == vmbus_kmcl_sys::nt::PASSIVE_LEVEL {
+        return false;
+    }
+    bus.record_violation(format!(
+        "{what} called at IRQL {irql}: it may only be called at PASSIVE_LEVEL"
+    ));
+    true
+}
+
 // ----- Channel allocation and lifecycle -----
 
 /// `VmbChannelAllocate`: creates a disabled channel on the bus side of `ParentDeviceObject`.
 /// A server must be allocated on [`crate::Bus::root_device`], a client on
-/// [`crate::Bus::guest_device`] (`STATUS_INVALID_PARAMETER_2` otherwise).
+/// [`crate::Bus::guest_device`] (`STATUS_INVALID_PARAMETER_2` otherwise). `PASSIVE_LEVEL` only
+/// (documented): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice), creating nothing.
 ///
 /// # Safety
 ///
@@ -206,6 +237,9 @@ pub unsafe extern "C" fn VmbChannelAllocate(
     let Some(bus) = crate::engine::lookup_bus(dev.bus) else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&bus, "VmbChannelAllocate") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     let side = if dev.index == 0 {
         Side::Root
     } else {
@@ -238,27 +272,55 @@ pub unsafe extern "C" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
     forward(chan(Channel, "VmbChannelEnable"), |b, r| b.enable(r))
 }
 
-/// `VmbChannelDisable`: closes or rescinds the channel, running suspend and closed.
+/// `VmbChannelDisable`: closes or rescinds the channel, running suspend and closed. It blocks
+/// until the channel is torn down, so it may only run at `PASSIVE_LEVEL`: above it the call is
+/// recorded as a violation (and still carried out, so that the test can tear down).
+///
+/// `EvtChannelSuspend` runs only once no `EvtVmbChannelProcessPacket` of the channel is running
+/// (the call waits for a running one, up to the block limit); calling it from inside the
+/// channel's own packet callback is a violation and does nothing. When the peer closed first and
+/// its close has not been delivered yet, this call delivers it: the driver still sees
+/// `EvtChannelSuspend` (if the channel was running) and `EvtChannelClosed` (if it was open)
+/// before the call returns.
 ///
 /// # Safety
 ///
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDisable(Channel: VMBCHANNEL) {
-    forward_void(chan(Channel, "VmbChannelDisable"), |b, r| b.disable(r));
+    forward_void(chan(Channel, "VmbChannelDisable"), |b, r| {
+        above_passive(b, "VmbChannelDisable");
+        b.disable(r)
+    });
 }
 
-/// `VmbChannelPause`.
+/// `VmbChannelPause`: returns once `EvtChannelSuspend` ran and every incoming packet was
+/// completed. It blocks, so it may only run at `PASSIVE_LEVEL`: above it the call is recorded as
+/// a violation (and still carried out). Like disable, it runs `EvtChannelSuspend` only once no
+/// packet callback of the channel is running, and calling it from inside one is a violation
+/// that does nothing.
 ///
 /// # Safety
 ///
 /// No pointer is dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelPause(Channel: VMBCHANNEL) {
-    forward_void(chan(Channel, "VmbChannelPause"), |b, r| b.pause(r));
+    forward_void(chan(Channel, "VmbChannelPause"), |b, r| {
+        above_passive(b, "VmbChannelPause");
+        b.pause(r)
+    });
 }
 
-/// `VmbChannelStart`.
+/// `VmbChannelStart`: on an open channel, runs `EvtChannelStarted`, switches the incoming
+/// queue on, then runs `EvtChannelPostStarted`.
+///
+/// The documentation disagrees with itself on whether packets may be processed while
+/// `EvtChannelPostStarted` runs (the callback's page says it runs before packets are
+/// processed; the header's theory says packet callbacks may already be happening). The sim's
+/// choice: the incoming queue is on when `EvtChannelPostStarted` starts, so packets may be
+/// delivered during it when something pumps the bus meanwhile (a blocking call made from it, or
+/// the background delivery thread); without that, the first packet is delivered after it
+/// returns. Completions always flow, so a synchronous request made there gets its reply.
 ///
 /// # Safety
 ///
@@ -302,7 +364,8 @@ pub unsafe extern "C" fn VmbChannelInitSetFlags(Channel: VMBCHANNEL, Flags: UINT
 ///
 /// # Safety
 ///
-/// `Name` must be NULL or point to a valid `UNICODE_STRING` whose `Buffer`, when non-NULL and
+/// `Name` must be NULL or point to a valid `UNICODE_STRING` (at any alignment: it is read
+/// unaligned) whose `Buffer`, when non-NULL and
 /// 2-byte aligned, holds `Length` readable bytes. An odd `Length`, `Length > MaximumLength`,
 /// or a NULL or misaligned `Buffer` with `Length > 0` gives `STATUS_INVALID_PARAMETER_2`
 /// without reading the buffer.
@@ -317,8 +380,9 @@ pub unsafe extern "C" fn VmbChannelInitSetFriendlyName(
     if Name.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: `Name` is non-null and the caller guarantees it points to a valid UNICODE_STRING.
-    let s = unsafe { Name.read() };
+    // SAFETY: `Name` is non-null and the caller guarantees it points to a valid UNICODE_STRING
+    // (at any alignment: `get` reads unaligned).
+    let s = unsafe { get(Name) };
     // A UNICODE_STRING holds whole UTF-16 units in a non-NULL, 2-byte aligned buffer; anything
     // else is refused before a slice is made of it.
     if s.Length % 2 != 0 || s.Length > s.MaximumLength {
@@ -408,8 +472,8 @@ pub unsafe extern "C" fn VmbChannelInitSetStateChangeCallbacks(
     if StateChangeCallbacks.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: non-null, and the caller guarantees a readable table.
-    let t = unsafe { &*StateChangeCallbacks };
+    // SAFETY: non-null, and the caller guarantees a readable table (copied, at any alignment).
+    let t = unsafe { get(StateChangeCallbacks) };
     // CAST: the structure is 48 bytes.
     let size = std::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>() as ULONG;
     if t.Version != VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION || t.Size != size {
@@ -465,13 +529,13 @@ pub unsafe extern "C" fn VmbClientChannelInitSetTargetPnp(
     if InterfaceType.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    // SAFETY: non-null, and the caller guarantees a readable GUID.
-    let ty = unsafe { InterfaceType.read() };
+    // SAFETY: non-null, and the caller guarantees a readable GUID (at any alignment).
+    let ty = unsafe { get(InterfaceType) };
     let inst = if InterfaceInstance.is_null() {
         None
     } else {
-        // SAFETY: non-null, and the caller guarantees a readable GUID.
-        Some(unsafe { InterfaceInstance.read() })
+        // SAFETY: non-null, and the caller guarantees a readable GUID (at any alignment).
+        Some(unsafe { get(InterfaceInstance) })
     };
     b.set_target_pnp(r, ty, inst, PnpFailureCallback)
 }
@@ -687,7 +751,10 @@ pub unsafe extern "C" fn VmbChannelSetInterruptLatency(
     unsafe { write_on_success(OriginalLatency, result) }
 }
 
-/// `VmbChannelSetTransactionQuota`.
+/// `VmbChannelSetTransactionQuota`: caps the delivered, not yet completed incoming packets. A
+/// quota at or below the outstanding count stalls the queue; as documented, a queue stalled on
+/// the quota is restarted only by a completion, never by this call (also when the new quota has
+/// room). Redeliveries (deferred or pended packets) already count and are not held back.
 ///
 /// # Safety
 ///
@@ -812,6 +879,14 @@ pub unsafe extern "C" fn VmbPacketInitialize(
 /// `VmbPacketSend`. The inline buffer is copied at once; the external MDL (a [`crate::SimMdl`]
 /// chain) is described by reference and must stay alive until the packet completes.
 ///
+/// Ring sizes follow the channel's configuration: the smallest ring holds one frame of the
+/// maximum inline size plus the descriptor of the declared maximum external data (one page
+/// when none was declared). A frame larger than the ring can never be delivered, so on an
+/// open channel it is refused with `STATUS_INVALID_PARAMETER` (sim choice); one queued before
+/// the ring was sized is dropped when the channel opens, recorded as a violation, and its
+/// packet completed with `STATUS_INVALID_PARAMETER`. The same holds for the other send
+/// functions and `VmbChannelSendSynchronousRequest`.
+///
 /// # Safety
 ///
 /// `Buffer` must be valid for reads of `BufferLength` bytes; `ExternalDataMdl` must be NULL or
@@ -927,15 +1002,30 @@ pub unsafe extern "C" fn VmbPacketSendWithExternalPfns(
     if PfnLength == 0 || ExternalDataPfns.is_null() {
         return STATUS_INVALID_PARAMETER_4;
     }
-    // SAFETY: non-null, and the caller guarantees `PfnLength` readable PFNs.
-    let pfns = unsafe { std::slice::from_raw_parts(ExternalDataPfns, PfnLength as usize) };
-    b.packet_send(r, data, Some(Described::Pfns(pfns.to_vec())), Flags, true)
+    const PFN: usize = std::mem::size_of::<PFN_NUMBER>();
+    // The array may sit at any address: it is read as bytes.
+    let len = PfnLength as usize * PFN;
+    // SAFETY: non-null, and the caller guarantees `PfnLength` readable PFNs, i.e. `len`
+    // readable bytes; `u8` needs no alignment.
+    let raw = unsafe { std::slice::from_raw_parts(ExternalDataPfns.cast::<u8>(), len) };
+    let pfns = raw
+        .chunks_exact(PFN)
+        .map(|c| {
+            let mut b = [0u8; PFN];
+            b.copy_from_slice(c);
+            PFN_NUMBER::from_ne_bytes(b)
+        })
+        .collect();
+    b.packet_send(r, data, Some(Described::Pfns(pfns)), Flags, true)
 }
 
 // ----- Incoming packets -----
 
 /// `VmbChannelPacketComplete`: finishes an incoming packet, sending the completion data back
-/// when the sender waits for it. A second completion is a violation.
+/// when the sender waits for it. A second completion is a violation. Completion data whose frame
+/// is larger than the ring back to the sender could never be sent (it would block the ring for
+/// ever): that is a violation too, and the sender's transaction completes with
+/// `STATUS_BUFFER_OVERFLOW` and no data (sim choice).
 ///
 /// # Safety
 ///
@@ -1010,7 +1100,10 @@ pub unsafe extern "C" fn VmbChannelPacketGetExternalData(
 /// `VmbChannelSendSynchronousRequest`. `*CompletionBufferSize` must be a multiple of 8
 /// (`STATUS_INVALID_PARAMETER` otherwise); a reply longer than the buffer is truncated. A
 /// server may only use a zero timeout without `WAIT_FOR_COMPLETION` (`STATUS_NOT_SUPPORTED`
-/// otherwise, sim choice).
+/// otherwise, sim choice). A request with `WAIT_FOR_COMPLETION` made inside the channel's own
+/// `EvtChannelStarted` would never return on Windows (packets do not flow yet): the sim records a
+/// violation and fails it with `STATUS_INVALID_DEVICE_STATE` without sending it. A frame larger
+/// than the ring is refused with `STATUS_INVALID_PARAMETER` (see [`VmbPacketSend`]).
 ///
 /// # Safety
 ///
@@ -1042,8 +1135,8 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let capacity = if CompletionBufferSize.is_null() {
         0
     } else {
-        // SAFETY: non-null, and the caller guarantees a readable UINT32.
-        unsafe { CompletionBufferSize.read() }
+        // SAFETY: non-null, and the caller guarantees a readable UINT32 (at any alignment).
+        unsafe { get(CompletionBufferSize) }
     };
     if capacity % 8 != 0 {
         return STATUS_INVALID_PARAMETER;
@@ -1054,8 +1147,8 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
     let timeout = if Timeout.is_null() {
         None
     } else {
-        // SAFETY: non-null and readable (caller's guarantee).
-        let t = unsafe { Timeout.read() };
+        // SAFETY: non-null and readable (caller's guarantee), at any alignment.
+        let t = unsafe { get(Timeout) };
         // SAFETY: both union members are plain integers covering all 8 bytes, so reading
         // `QuadPart` is valid for any bit pattern.
         Some(unsafe { t.QuadPart })
@@ -1068,9 +1161,9 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
             // `capacity >= n` bytes (caller's guarantee); `reply` is a distinct allocation.
             unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), CompletionBuffer.cast(), n) };
         }
-        // SAFETY: non-null and writable (caller's guarantee).
+        // SAFETY: non-null and writable (caller's guarantee), at any alignment.
         // CAST: n <= capacity, a u32.
-        unsafe { CompletionBufferSize.write(n as u32) };
+        unsafe { put(CompletionBufferSize, n as u32) };
     }
     status
 }
@@ -1078,7 +1171,9 @@ pub unsafe extern "C" fn VmbChannelSendSynchronousRequest(
 // ----- GPADLs -----
 
 /// `VmbChannelCreateGpadlFromBuffer` (client, open channel). The buffer is described by
-/// reference and must stay alive until the GPADL is deleted.
+/// reference and must stay alive until the GPADL is deleted. `PASSIVE_LEVEL` only (it waits for
+/// the peer's acknowledgement): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice).
 ///
 /// # Safety
 ///
@@ -1095,6 +1190,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
     let Some((b, r)) = chan(Channel, "VmbChannelCreateGpadlFromBuffer") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbChannelCreateGpadlFromBuffer") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     if Buffer.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
@@ -1109,13 +1207,19 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromBuffer(
         ptr: Buffer.cast::<u8>(),
         len: ByteCount as usize,
     };
-    let result = b.gpadl_create(r, Flags, Described::Segments(vec![seg]));
+    let result = b.gpadl_create(
+        r,
+        Flags,
+        Described::Segments(vec![seg]),
+        crate::engine::AllocFn::GpadlFromBuffer,
+    );
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
 }
 
 /// `VmbChannelCreateGpadlFromMdl` (client, open channel): a window of a sim MDL chain
-/// (`DataLengthWithinMdl` 0 = to the end).
+/// (`DataLengthWithinMdl` 0 = to the end). `PASSIVE_LEVEL` only, as for
+/// [`VmbChannelCreateGpadlFromBuffer`].
 ///
 /// # Safety
 ///
@@ -1132,6 +1236,9 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     let Some((b, r)) = chan(Channel, "VmbChannelCreateGpadlFromMdl") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbChannelCreateGpadlFromMdl") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     if GpadlHandle.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
@@ -1146,13 +1253,14 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
     if d.byte_len() == 0 {
         return STATUS_INVALID_PARAMETER_5;
     }
-    let result = b.gpadl_create(r, Flags, d);
+    let result = b.gpadl_create(r, Flags, d, crate::engine::AllocFn::GpadlFromMdl);
     // SAFETY: non-null (checked above), and the caller guarantees it is writable.
     unsafe { write_on_success(GpadlHandle, result) }
 }
 
 /// `VmbChannelDeleteGpadl`: blocks while the server has the GPADL mapped (up to the bus's
-/// block limit, then a violation).
+/// block limit, then a violation). `PASSIVE_LEVEL` only: above it the call is recorded as a
+/// violation (and still carried out).
 ///
 /// # Safety
 ///
@@ -1160,6 +1268,7 @@ pub unsafe extern "C" fn VmbChannelCreateGpadlFromMdl(
 #[no_mangle]
 pub unsafe extern "C" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
     forward_void(chan(Channel, "VmbChannelDeleteGpadl"), |b, r| {
+        above_passive(b, "VmbChannelDeleteGpadl");
         b.gpadl_delete(r, GpadlHandle)
     });
 }
@@ -1281,7 +1390,9 @@ pub unsafe extern "C" fn VmbChannelRestoreFromBuffer(
 }
 
 /// `VmbPacketRestore` (server, inside `EvtVmbChannelRestorePacket`): the packet resumes its
-/// saved transaction and is sent again when the channel next opens.
+/// saved transaction and is sent again when the channel next opens. `PASSIVE_LEVEL` only (the
+/// level of that callback): above it the call is a violation and fails with
+/// `STATUS_INVALID_DEVICE_STATE` (sim choice).
 ///
 /// # Safety
 ///
@@ -1295,6 +1406,9 @@ pub unsafe extern "C" fn VmbPacketRestore(
     let Some((b, r)) = pkt(PacketObject, "VmbPacketRestore") else {
         return STATUS_INVALID_PARAMETER_1;
     };
+    if above_passive(&b, "VmbPacketRestore") {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     // SAFETY: the caller guarantees `Buffer` is readable for `BufferSize` bytes.
     let Ok(data) = (unsafe { bytes(Buffer, BufferSize) }) else {
         return STATUS_INVALID_PARAMETER_2;

@@ -164,8 +164,8 @@ struct KernelHandle {
 struct Kernel {
     processes: HashMap<u64, Process>,
     handles: HashMap<usize, KernelHandle>,
-    /// Closed kernel handles and the bus their object belonged to, to tell a double close.
-    closed: Vec<(usize, Option<u64>)>,
+    /// Closed kernel handles, to tell a double close and name its bus (bounded).
+    closed: ClosedHandles,
     next_kernel_handle: usize,
     /// Each violation with the bus it concerns, when one is known, and the thread that
     /// committed it.
@@ -183,6 +183,52 @@ fn publish_current_process() {
     kernel()
         .thread_processes
         .insert(current_thread_id(), current);
+}
+
+/// How many closed kernel handles keep the bus of their object for reports.
+const CLOSED_REMEMBERED: usize = 4096;
+
+/// The closed kernel handles, in bounded memory. Kernel handle values are handed out in
+/// increasing order and never reused, so a value on the handle grid at or below the last one
+/// issued that is no longer open was closed: no list is needed to tell a double close. The bus
+/// of the object is remembered for the most recent [`CLOSED_REMEMBERED`] closes only (older
+/// double closes are still reported, without a bus).
+struct ClosedHandles {
+    /// How many closes keep their bus ([`CLOSED_REMEMBERED`]; smaller in unit tests).
+    limit: usize,
+    bus: HashMap<usize, Option<u64>>,
+    order: std::collections::VecDeque<usize>,
+}
+
+impl Default for ClosedHandles {
+    fn default() -> Self {
+        Self {
+            limit: CLOSED_REMEMBERED,
+            bus: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl ClosedHandles {
+    fn push(&mut self, value: usize, bus: Option<u64>) {
+        if self.bus.insert(value, bus).is_none() {
+            self.order.push_back(value);
+        }
+        while self.order.len() > self.limit {
+            if let Some(old) = self.order.pop_front() {
+                self.bus.remove(&old);
+            }
+        }
+    }
+
+    /// `Some(bus)` when `value` is a kernel handle that was issued and is not open any more
+    /// (the caller checked the latter), `None` when it was never issued.
+    fn find(&self, value: usize, issued: usize) -> Option<Option<u64>> {
+        let n = value.checked_sub(KERNEL_HANDLE_BASE)?;
+        let was_issued = n % 4 == 0 && n / 4 >= 1 && n / 4 <= issued;
+        was_issued.then(|| self.bus.get(&value).copied().flatten())
+    }
 }
 
 fn kernel() -> MutexGuard<'static, Kernel> {
@@ -637,15 +683,16 @@ pub unsafe extern "C" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     check_irql(bus, "ZwClose", PASSIVE_LEVEL);
     let mut k = kernel();
     if let Some(closed) = k.handles.remove(&value) {
-        k.closed.push((value, object_bus(closed.object)));
+        let bus = object_bus(closed.object);
+        k.closed.push(value, bus);
+        drop(k);
+        if let Some(bus) = bus {
+            crate::engine::kernel_handle_closed(bus, value);
+        }
         return STATUS_SUCCESS;
     }
     if value >= KERNEL_HANDLE_BASE {
-        let earlier = k
-            .closed
-            .iter()
-            .find(|(h, _)| *h == value)
-            .map(|(_, bus)| *bus);
+        let earlier = k.closed.find(value, k.next_kernel_handle);
         match earlier {
             Some(bus) => record(&mut k, bus, Violation::DoubleClose(value)),
             None => record(&mut k, None, Violation::CloseOfInvalidHandle(value)),
@@ -732,8 +779,9 @@ pub unsafe extern "C" fn KeStackAttachProcess(process: PEPROCESS, apc_state: PRK
     state.Opaque[..8].copy_from_slice(&APC_STATE_MAGIC.to_ne_bytes());
     state.Opaque[8..16].copy_from_slice(&depth.to_ne_bytes());
     state.Opaque[16..24].copy_from_slice(&current_thread_id().to_ne_bytes());
-    // SAFETY: the caller guarantees `apc_state` is valid for writes of a `KAPC_STATE`.
-    unsafe { apc_state.write(state) };
+    // SAFETY: the caller guarantees `apc_state` is valid for writes of a `KAPC_STATE`; the write
+    // is unaligned, so a misaligned caller pointer is not undefined behaviour here.
+    unsafe { apc_state.write_unaligned(state) };
 }
 
 /// `KeUnstackDetachProcess`: undoes the innermost attach, which must be the one that filled
@@ -749,8 +797,8 @@ pub unsafe extern "C" fn KeUnstackDetachProcess(apc_state: PRKAPC_STATE) {
         return;
     }
     // SAFETY: the caller guarantees `apc_state` is valid for reads of a `KAPC_STATE`, and it is
-    // not NULL (checked above).
-    let state = unsafe { apc_state.read() };
+    // not NULL (checked above); the read is unaligned, so alignment is not required.
+    let state = unsafe { apc_state.read_unaligned() };
     let magic = u64::from_ne_bytes(state.Opaque[..8].try_into().unwrap_or_default());
     let depth = u64::from_ne_bytes(state.Opaque[8..16].try_into().unwrap_or_default());
     let thread = u64::from_ne_bytes(state.Opaque[16..24].try_into().unwrap_or_default());
@@ -798,8 +846,9 @@ pub unsafe extern "C" fn PsLookupProcessByProcessId(
         return STATUS_INVALID_PARAMETER;
     }
     found.0.lookups.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the caller guarantees `process_out` is valid for writes.
-    unsafe { process_out.write(found.as_eprocess()) };
+    // SAFETY: the caller guarantees `process_out` is valid for writes (alignment not required:
+    // the write is unaligned).
+    unsafe { process_out.write_unaligned(found.as_eprocess()) };
     STATUS_SUCCESS
 }
 
@@ -932,8 +981,9 @@ pub unsafe extern "C" fn VmbConvertVmbusHandleToKernelHandle(
         k.handles.insert(value, KernelHandle { object, origin });
         value
     };
-    // SAFETY: the caller guarantees `kernel_handle` is valid for writes.
-    unsafe { kernel_handle.write(handle_value(value)) };
+    // SAFETY: the caller guarantees `kernel_handle` is valid for writes (alignment not required:
+    // the write is unaligned).
+    unsafe { kernel_handle.write_unaligned(handle_value(value)) };
     STATUS_SUCCESS
 }
 
@@ -972,3 +1022,32 @@ const _: () = {
     let _: [unsafe extern "C" fn() -> PETHREAD; 2] = [decl::PsGetCurrentThread, PsGetCurrentThread];
     let _: [unsafe extern "C" fn(PEPROCESS) -> HANDLE; 2] = [decl::PsGetProcessId, PsGetProcessId];
 };
+
+#[cfg(test)]
+mod closed_handle_tests {
+    use super::*;
+
+    #[test]
+    fn closed_kernel_handles_are_remembered_in_bounded_memory() {
+        assert_eq!(ClosedHandles::default().limit, CLOSED_REMEMBERED);
+        let limit = 64;
+        let mut closed = ClosedHandles {
+            limit,
+            ..ClosedHandles::default()
+        };
+        let n = limit + 1000;
+        for i in 1..=n {
+            closed.push(KERNEL_HANDLE_BASE + 4 * i, Some(7));
+        }
+        assert_eq!(closed.bus.len(), limit);
+        assert_eq!(closed.order.len(), limit);
+        // The oldest close is still known as a close, without its bus; the newest keeps it.
+        assert_eq!(closed.find(KERNEL_HANDLE_BASE + 4, n), Some(None));
+        assert_eq!(closed.find(KERNEL_HANDLE_BASE + 4 * n, n), Some(Some(7)));
+        // Values never issued (beyond the last, off the grid, below the base) are not closes.
+        assert_eq!(closed.find(KERNEL_HANDLE_BASE + 4 * (n + 1), n), None);
+        assert_eq!(closed.find(KERNEL_HANDLE_BASE + 6, n), None);
+        assert_eq!(closed.find(KERNEL_HANDLE_BASE, n), None);
+        assert_eq!(closed.find(4, n), None);
+    }
+}

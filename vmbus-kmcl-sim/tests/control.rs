@@ -624,17 +624,6 @@ fn interface_type_symbols_resolve_to_the_sim_values() {
     );
 }
 
-fn raw(ty: u16, off8: u16, len8: u16, flags: u16, txid: u64, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&ty.to_le_bytes());
-    v.extend_from_slice(&off8.to_le_bytes());
-    v.extend_from_slice(&len8.to_le_bytes());
-    v.extend_from_slice(&flags.to_le_bytes());
-    v.extend_from_slice(&txid.to_le_bytes());
-    v.extend_from_slice(payload);
-    v
-}
-
 #[test]
 fn hostile_guest_packets_are_validated_before_the_driver_sees_them() {
     let bus = Bus::new();

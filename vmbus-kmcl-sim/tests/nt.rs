@@ -2,6 +2,7 @@
 //! caught, attributed to the bus it concerns (or to the thread that committed it), and fails the
 //! accounting; requests, previous mode, threads and references behave as the kernel's do.
 
+use std::mem::size_of;
 use std::sync::Mutex;
 
 use vmbus_kmcl_sim::nt::{self, Irp, Process, Violation};
@@ -547,5 +548,49 @@ fn callbacks_run_in_the_system_process_whatever_the_pumping_thread_entered() {
     let seen = SEEN_IN_CALLBACK.lock().unwrap().clone();
     let system = nt::system_process().as_eprocess().addr();
     assert_eq!(seen, vec![(system, KernelMode, 0)]);
+    bus.assert_no_leaks();
+}
+
+/// Outputs and the attach state may sit at any address: the emulation reads and writes them
+/// unaligned, so a misaligned caller pointer is a test failure at worst, never undefined
+/// behaviour (Miri runs this test).
+#[test]
+fn nt_outputs_and_attach_state_are_accessed_unaligned() {
+    let bus = Bus::new();
+    let worker = Process::new("vmwp");
+    let user = bus.open_vmbus_handle_in(&worker);
+    // One spare byte in front of each buffer, so `+ 1` is misaligned for every type used.
+    let mut handle_bytes = [0u8; size_of::<HANDLE>() + 1];
+    let mut process_bytes = [0u8; size_of::<sys_nt::PEPROCESS>() + 1];
+    let mut state_bytes = [0u8; size_of::<sys_nt::KAPC_STATE>() + 1];
+    let kernel_out: *mut HANDLE = handle_bytes[1..].as_mut_ptr().cast();
+    let process_out: *mut sys_nt::PEPROCESS = process_bytes[1..].as_mut_ptr().cast();
+    let state: *mut sys_nt::KAPC_STATE = state_bytes[1..].as_mut_ptr().cast();
+    {
+        let _thread = worker.enter();
+        // SAFETY: `kernel_out` has room for a HANDLE (alignment is what this test varies).
+        let status =
+            unsafe { vmbus_kmcl_sys::VmbConvertVmbusHandleToKernelHandle(user, kernel_out) };
+        assert_eq!(status, STATUS_SUCCESS);
+    }
+    // SAFETY: the conversion wrote a handle there.
+    let kernel = unsafe { kernel_out.read_unaligned() };
+    assert!(nt::is_open_kernel_handle(kernel));
+    // SAFETY: `process_out` has room for a PEPROCESS; the id is the worker's.
+    let status = unsafe { sys_nt::PsLookupProcessByProcessId(raw_id(&worker), process_out) };
+    assert_eq!(status, STATUS_SUCCESS);
+    // SAFETY: the lookup wrote the referenced process there.
+    let process = unsafe { process_out.read_unaligned() };
+    assert_eq!(process, worker.as_eprocess());
+    // SAFETY: a known process; `state` has room for a KAPC_STATE.
+    unsafe { sys_nt::KeStackAttachProcess(process, state) };
+    assert_eq!(nt::current_process().id(), worker.id());
+    // SAFETY: the state filled by the attach above, on this thread.
+    unsafe { sys_nt::KeUnstackDetachProcess(state) };
+    assert_eq!(nt::attach_depth(), 0);
+    // SAFETY: the reference taken by the lookup, released once.
+    unsafe { sys_nt::ObfDereferenceObject(process.cast()) };
+    // SAFETY: the kernel handle converted above, closed once.
+    assert_eq!(unsafe { sys_nt::ZwClose(kernel) }, STATUS_SUCCESS);
     bus.assert_no_leaks();
 }

@@ -29,6 +29,124 @@ pub struct LeakReport {
     pub sync_requests: usize,
     /// Violations recorded and not taken.
     pub violations: Vec<String>,
+    /// Where each channel, packet object, incoming packet, GPADL, GPADL mapping and save context
+    /// counted above was allocated, oldest first: the allocation's sequence number on this bus,
+    /// the KMCL function that made it and the thread it ran on (under `cargo test`, the name of
+    /// the test). Kernel handles, interface references and waiting synchronous requests are
+    /// counted only.
+    pub leaked: Vec<String>,
+}
+
+/// Where an object of the bus was made: its allocation sequence number on the bus, the KMCL
+/// function (or sim step) that made it and the thread that called it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AllocSite {
+    seq: u64,
+    /// Index of the thread's name in [`THREAD_NAMES`].
+    thread: u32,
+    what: AllocFn,
+}
+
+/// What made an object (kept as a byte: sites sit in every packet, on the hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AllocFn {
+    ChannelAllocate,
+    PacketAllocate,
+    PacketInitialize,
+    Delivery,
+    GpadlFromBuffer,
+    GpadlFromMdl,
+    MapGpadl,
+    SaveBegin,
+}
+
+impl AllocFn {
+    /// The KMCL function (or sim step) it names.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AllocFn::ChannelAllocate => "VmbChannelAllocate",
+            AllocFn::PacketAllocate => "VmbPacketAllocate",
+            AllocFn::PacketInitialize => "VmbPacketInitialize",
+            AllocFn::Delivery => "EvtVmbChannelProcessPacket delivery",
+            AllocFn::GpadlFromBuffer => "VmbChannelCreateGpadlFromBuffer",
+            AllocFn::GpadlFromMdl => "VmbChannelCreateGpadlFromMdl",
+            AllocFn::MapGpadl => "VmbChannelMapGpadl",
+            AllocFn::SaveBegin => "VmbChannelSaveBegin",
+        }
+    }
+}
+
+/// The name of every thread that allocated something, by index: a site stores the index, so
+/// recording one on the hot path costs no allocation and no reference count.
+static THREAD_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The current thread's id and the index of its name, looked up once per thread.
+    static THIS_THREAD: (std::thread::ThreadId, u32) = {
+        let t = std::thread::current();
+        let name = t.name().map_or_else(|| format!("{:?}", t.id()), str::to_owned);
+        let mut names = THREAD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        names.push(name);
+        // CAST: one entry per thread that ever allocated; far below 2^32 in a test process.
+        (t.id(), (names.len() - 1) as u32)
+    };
+}
+
+/// The current thread's id, cheaply.
+pub(crate) fn this_thread() -> std::thread::ThreadId {
+    THIS_THREAD.with(|t| t.0)
+}
+
+impl std::fmt::Display for AllocSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = THREAD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let thread = names.get(self.thread as usize).map_or("?", String::as_str);
+        write!(
+            f,
+            "allocation #{} by {} on thread '{thread}'",
+            self.seq,
+            self.what.name()
+        )
+    }
+}
+
+/// Records `site` for the object at slab reference `r` in a side table indexed like the slab.
+pub(super) fn set_site(sites: &mut Vec<Option<AllocSite>>, r: ObjRef, site: AllocSite) {
+    let i = r.index as usize;
+    if sites.len() <= i {
+        sites.resize(i + 1, None);
+    }
+    sites[i] = Some(site);
+}
+
+/// The site recorded for slab reference `r`, as text.
+fn site_of(sites: &[Option<AllocSite>], r: ObjRef) -> String {
+    sites
+        .get(r.index as usize)
+        .copied()
+        .flatten()
+        .map_or_else(|| "allocation site unknown".to_owned(), |s| s.to_string())
+}
+
+/// Sequence number for ordering a report (unknown sites last).
+fn seq_of(sites: &[Option<AllocSite>], r: ObjRef) -> u64 {
+    sites
+        .get(r.index as usize)
+        .copied()
+        .flatten()
+        .map_or(u64::MAX, |s| s.seq)
+}
+
+impl BusState {
+    /// The site of an allocation made now by `what` on the current thread.
+    pub(super) fn alloc_site(&mut self, what: AllocFn) -> AllocSite {
+        self.alloc_seq += 1;
+        AllocSite {
+            seq: self.alloc_seq,
+            what,
+            thread: THIS_THREAD.with(|t| t.1),
+        }
+    }
 }
 
 impl LeakReport {
@@ -123,7 +241,43 @@ impl BusShared {
             save_contexts: st.channels.iter().filter(|(_, c)| c.save.is_some()).count(),
             sync_requests: st.syncs.len(),
             violations: st.violations.clone(),
+            leaked: Self::leaked_sites(&st),
         }
+    }
+
+    /// One line per object still held, ordered by allocation.
+    fn leaked_sites(st: &BusState) -> Vec<String> {
+        let mut out: Vec<(u64, String)> = Vec::new();
+        for (_, c) in st.channels.iter() {
+            let kind = if c.is_server { "server" } else { "client" };
+            out.push((c.site.seq, format!("{kind} channel: {}", c.site)));
+            if let Some(save) = &c.save {
+                out.push((save.site.seq, format!("save context: {}", save.site)));
+            }
+        }
+        for (r, p) in st.packets.iter() {
+            let (seq, site) = (seq_of(&st.packet_sites, r), site_of(&st.packet_sites, r));
+            if p.initialized_at.is_none() {
+                out.push((seq, format!("packet: {site}")));
+            } else if p.state != PacketState::Idle {
+                out.push((seq, format!("initialized packet in flight: {site}")));
+            }
+        }
+        for (r, _) in st.incoming.iter() {
+            let (seq, site) = (
+                seq_of(&st.incoming_sites, r),
+                site_of(&st.incoming_sites, r),
+            );
+            out.push((seq, format!("incoming packet never completed: {site}")));
+        }
+        for (id, g) in &st.gpadls {
+            out.push((g.site.seq, format!("GPADL {id}: {}", g.site)));
+            if let Some((_, _, site)) = &g.mapping {
+                out.push((site.seq, format!("mapping of GPADL {id}: {site}")));
+            }
+        }
+        out.sort_by_key(|(seq, _)| *seq);
+        out.into_iter().map(|(_, s)| s).collect()
     }
 
     pub(crate) fn take_violations(&self) -> Vec<String> {

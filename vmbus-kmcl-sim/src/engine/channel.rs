@@ -42,6 +42,8 @@ pub(crate) struct StateCallbacks {
 #[derive(Debug)]
 pub(crate) struct Channel {
     pub(super) handle: usize,
+    /// Where `VmbChannelAllocate` made it.
+    pub(super) site: AllocSite,
     pub(super) side: Side,
     pub(super) is_server: bool,
     pub(super) state: ChannelState,
@@ -57,6 +59,13 @@ pub(crate) struct Channel {
     pub(super) in_state_cb: bool,
     pub(super) in_closed_cb: bool,
     pub(super) in_delivery: bool,
+    /// The thread running this channel's `EvtVmbChannelProcessPacket`, while `in_delivery`.
+    pub(super) delivery_thread: Option<std::thread::ThreadId>,
+    /// The thread running this channel's `EvtChannelStarted`, while it runs.
+    pub(super) started_thread: Option<std::thread::ThreadId>,
+    /// The incoming queue stalled on the transaction quota: only a completion restarts it (a
+    /// new quota does not).
+    pub(super) quota_stalled: bool,
     pub(super) batch: u32,
     pub(super) outstanding: u32,
     pub(super) quota: u32,
@@ -92,9 +101,10 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(super) fn new(handle: usize, side: Side, is_server: bool) -> Channel {
+    pub(super) fn new(handle: usize, side: Side, is_server: bool, site: AllocSite) -> Channel {
         Channel {
             handle,
+            site,
             side,
             is_server,
             state: ChannelState::Disabled,
@@ -109,6 +119,9 @@ impl Channel {
             in_state_cb: false,
             in_closed_cb: false,
             in_delivery: false,
+            delivery_thread: None,
+            started_thread: None,
+            quota_stalled: false,
             batch: 0,
             outstanding: 0,
             quota: u32::MAX,
@@ -143,14 +156,26 @@ impl Channel {
         }
     }
 
-    /// Whether the receiver may take one more data packet now.
+    /// Whether the receiver may take one more data packet now: the incoming queue runs and the
+    /// transaction quota has room (and did not stall; see `quota_stalled`).
     pub(super) fn can_take_data(&self) -> bool {
+        self.can_redeliver() && !self.quota_stalled && self.outstanding < self.quota
+    }
+
+    /// Whether a packet already delivered (deferred, or pended on its external data) may be
+    /// delivered again now. It already counts against the quota, so the quota does not hold
+    /// it back.
+    pub(super) fn can_redeliver(&self) -> bool {
         self.state == ChannelState::Open
             && self.incoming_enabled
             && !self.in_delivery
             && !self.queue_failed
-            && self.outstanding < self.quota
             && self.process_packet.is_some()
+    }
+
+    /// Whether the current thread is inside this channel's `EvtVmbChannelProcessPacket`.
+    pub(super) fn delivering_here(&self) -> bool {
+        self.in_delivery && self.delivery_thread == Some(this_thread())
     }
 }
 

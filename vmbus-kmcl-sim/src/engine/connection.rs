@@ -19,8 +19,12 @@ impl BusState {
         let mut cancelled: Vec<Origin> = Vec::new();
         for f in frames {
             match f.body {
-                FrameBody::Data { origin, .. } => cancelled.push(origin),
-                FrameBody::Completion { .. } => {}
+                FrameBody::Data {
+                    origin,
+                    wants_completion,
+                    ..
+                } if owes_completion(origin, wants_completion) => cancelled.push(origin),
+                FrameBody::Data { .. } | FrameBody::Completion { .. } => {}
             }
             self.give_buf(f.payload);
         }
@@ -179,32 +183,38 @@ impl BusState {
             });
             return;
         }
-        let (client_pages, client_max) = match self.channels.get(cl) {
-            Some(x) => (x.ring_pages, x.max_packet_size),
+        let (client_pages, client_min) = match self.channels.get(cl) {
+            Some(x) => (
+                x.ring_pages,
+                min_ring(x.max_packet_size, x.max_external_data),
+            ),
             None => return,
         };
-        let (server_max, mmio, server_instance) = match self.channels.get(s) {
-            Some(x) => (x.max_packet_size, x.mmio_megabytes, x.interface_instance),
+        let (server_min, mmio, server_instance) = match self.channels.get(s) {
+            Some(x) => (
+                min_ring(x.max_packet_size, x.max_external_data),
+                x.mmio_megabytes,
+                x.interface_instance,
+            ),
             None => return,
         };
         let mmio_size = (u64::from(mmio.0) + u64::from(mmio.1)) << 20;
         let mmio_base = if mmio_size > 0 {
-            let base = 0xF_0000_0000 + self.next_mmio;
-            self.next_mmio += mmio_size;
+            let base = 0xF_0000_0000_u64.saturating_add(self.next_mmio);
+            self.next_mmio = self.next_mmio.saturating_add(mmio_size);
             base
         } else {
             0
         };
-        let min_ring = |max: u32| frame_size(max as usize, None);
         if let Some(x) = self.channels.get_mut(s) {
             x.peer = Some(cl);
             x.state = ChannelState::Connecting;
-            x.out.capacity = (client_pages.0 as usize * PAGE_SIZE).max(min_ring(server_max));
+            x.out.capacity = (client_pages.0 as usize * PAGE_SIZE).max(server_min);
         }
         if let Some(x) = self.channels.get_mut(cl) {
             x.peer = Some(s);
             x.state = ChannelState::Connecting;
-            x.out.capacity = (client_pages.1 as usize * PAGE_SIZE).max(min_ring(client_max));
+            x.out.capacity = (client_pages.1 as usize * PAGE_SIZE).max(client_min);
             x.mmio_space = (mmio_base, mmio_size);
             x.interface_instance = server_instance;
         }

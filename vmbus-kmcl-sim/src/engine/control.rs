@@ -15,6 +15,10 @@ pub enum RawPacketError {
     UnsupportedType,
     /// The payload exceeds the server's maximum packet size or the ring.
     Oversized,
+    /// The guest-to-host ring has no room for the packet now (the server has not drained it, or
+    /// [`crate::Bus::set_ring_full`] is in force on the client): a guest finds the ring full
+    /// and cannot write.
+    RingFull,
 }
 
 /// A completion the server sent for a raw injected packet.
@@ -207,17 +211,24 @@ impl BusShared {
                 external: None,
             },
         };
-        // Straight into the guest's ring, ahead of nothing the guest driver queued later.
-        if let Some(g) = st.channels.get_mut(guest) {
-            if g.out.used + size <= g.out.capacity {
-                g.out.used += size;
-                g.out.ring.push_back(frame);
-                return Ok(());
-            }
-            g.out.waiting.push_back(frame);
-            return Ok(());
+        // Straight into the guest's ring: the ring has a fixed size, and a guest that finds it
+        // full cannot write (there is no queue in front of it for raw writes).
+        let Some(g) = st.channels.get_mut(guest) else {
+            st.drop_frame(frame);
+            return Err(RawPacketError::NotConnected);
+        };
+        let fits = !g.out.forced_full
+            && g.out
+                .used
+                .checked_add(size)
+                .is_some_and(|end| end <= g.out.capacity);
+        if !fits {
+            st.drop_frame(frame);
+            return Err(RawPacketError::RingFull);
         }
-        Err(RawPacketError::NotConnected)
+        g.out.used += size;
+        g.out.ring.push_back(frame);
+        Ok(())
     }
 
     pub(crate) fn rejected_raw(&self) -> usize {

@@ -8,9 +8,12 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct Gpadl {
     pub(super) owner: ObjRef,
+    /// Where `VmbChannelCreateGpadlFrom*` made it.
+    pub(super) site: AllocSite,
     pub(super) described: Described,
     pub(super) read_only: bool,
-    pub(super) mapping: Option<(ObjRef, OwnedMdl)>,
+    /// The server channel that mapped it, the MDL, and where `VmbChannelMapGpadl` ran.
+    pub(super) mapping: Option<(ObjRef, OwnedMdl, AllocSite)>,
 }
 
 impl BusShared {
@@ -30,14 +33,16 @@ impl BusShared {
 
     // ----- GPADLs -----
 
+    /// `VmbChannelCreateGpadlFromBuffer` and `...FromMdl` (`what` names the one called).
     pub(crate) fn gpadl_create(
         &self,
         c: ObjRef,
         flags: u32,
         described: Described,
+        what: AllocFn,
     ) -> Result<u32, NTSTATUS> {
         let mut st = self.lock();
-        let Some(ch) = self.channel(&mut st, c, "VmbChannelCreateGpadl") else {
+        let Some(ch) = self.channel(&mut st, c, what.name()) else {
             return Err(STATUS_INVALID_PARAMETER_1);
         };
         if ch.is_server {
@@ -54,10 +59,12 @@ impl BusShared {
             .next_gpadl
             .checked_add(1)
             .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+        let site = st.alloc_site(what);
         st.gpadls.insert(
             id,
             Gpadl {
                 owner: c,
+                site,
                 described,
                 read_only: flags & VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY != 0,
                 mapping: None,
@@ -114,6 +121,7 @@ impl BusShared {
             return Err(STATUS_INVALID_PARAMETER_2);
         }
         let peer = ch.peer;
+        let site = st.alloc_site(AllocFn::MapGpadl);
         let Some(g) = st.gpadls.get_mut(&id) else {
             return Err(STATUS_INVALID_PARAMETER_3);
         };
@@ -129,7 +137,7 @@ impl BusShared {
         }
         let mdl = OwnedMdl::new(&g.described, ro);
         let p = mdl.as_pmdl();
-        g.mapping = Some((c, mdl));
+        g.mapping = Some((c, mdl, site));
         Ok(p)
     }
 
@@ -139,7 +147,7 @@ impl BusShared {
             return;
         }
         match st.gpadls.get_mut(&id) {
-            Some(g) if g.mapping.as_ref().is_some_and(|(s, _)| *s == c) => {
+            Some(g) if g.mapping.as_ref().is_some_and(|(s, _, _)| *s == c) => {
                 g.mapping = None;
             }
             _ => {

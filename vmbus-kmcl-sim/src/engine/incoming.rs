@@ -93,6 +93,8 @@ impl BusShared {
         };
         if let Some(ch) = st.channels.get_mut(i.receiver) {
             ch.outstanding = ch.outstanding.saturating_sub(1);
+            // A completion (and only a completion) restarts a queue stalled on the quota.
+            ch.quota_stalled = false;
         }
         drop(i.external_mdl);
         if i.wants_completion {
@@ -101,6 +103,22 @@ impl BusShared {
                 .get(i.receiver)
                 .is_some_and(|c| c.peer.is_some());
             if connected {
+                let capacity = st.channels.get(i.receiver).map_or(0, |c| c.out.capacity);
+                let (data, status) = if frame_size(data.len(), None) > capacity {
+                    // A completion that can never enter the ring would block it for ever.
+                    self.violation(
+                        &mut st,
+                        format!(
+                            "{what} with {} bytes of completion data: the frame can never fit in \
+                             the {capacity}-byte ring; the sender gets STATUS_BUFFER_OVERFLOW \
+                             and no data",
+                            data.len()
+                        ),
+                    );
+                    (&[][..], STATUS_BUFFER_OVERFLOW)
+                } else {
+                    (data, status)
+                };
                 let payload = st.take_buf(data);
                 let frame = Frame {
                     size: frame_size(data.len(), None),

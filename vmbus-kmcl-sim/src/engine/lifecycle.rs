@@ -34,9 +34,10 @@ impl BusShared {
         if is_server != (side == Side::Root) {
             return Err(STATUS_INVALID_PARAMETER_2);
         }
+        let site = st.alloc_site(AllocFn::ChannelAllocate);
         let r = st
             .channels
-            .insert(Channel::new(0, side, is_server))
+            .insert(Channel::new(0, side, is_server, site))
             .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
         let h = self.chan_handle(r);
         if let Some(ch) = st.channels.get_mut(r) {
@@ -129,6 +130,15 @@ impl BusShared {
             );
             return;
         }
+        if ch.delivering_here() {
+            self.violation(
+                &mut st,
+                "VmbChannelPause called from inside the channel's EvtVmbChannelProcessPacket: it \
+                 waits until no packet callback runs, so it would wait for itself"
+                    .into(),
+            );
+            return;
+        }
         if ch.state == ChannelState::Disabled || ch.state == ChannelState::Crashed {
             ch.pause_armed = true;
             return;
@@ -145,6 +155,7 @@ impl BusShared {
         ch.suspended = true;
         ch.in_state_cb = true;
         let f = ch.state_cbs.suspend;
+        let st = self.quiesce(st, c, "VmbChannelPause");
         drop(st);
         callbacks::run(Call::State(f, handle));
         let mut st = self.lock();
@@ -163,6 +174,15 @@ impl BusShared {
 
     pub(crate) fn disable(&self, c: ObjRef) {
         let mut st = self.lock();
+        // The peer went away and its report (suspend, closed) has not been delivered yet: this
+        // disable delivers it, so the driver still sees the channel stop and close.
+        let gone = st.events.iter().find_map(|e| match e.kind {
+            EventKind::PeerGone {
+                was_open,
+                was_running,
+            } if e.channel == c => Some((was_open, was_running)),
+            _ => None,
+        });
         let Some(ch) = self.channel(&mut st, c, "VmbChannelDisable") else {
             return;
         };
@@ -173,13 +193,23 @@ impl BusShared {
             );
             return;
         }
-        if ch.state == ChannelState::Disabled {
+        if ch.delivering_here() {
+            self.violation(
+                &mut st,
+                "VmbChannelDisable called from inside the channel's EvtVmbChannelProcessPacket: \
+                 it waits until no packet callback runs, so it would wait for itself"
+                    .into(),
+            );
+            return;
+        }
+        if ch.state == ChannelState::Disabled && gone.is_none() {
             return;
         }
         let handle = ch.handle;
         let crashed = ch.state == ChannelState::Crashed;
-        let was_open = ch.state == ChannelState::Open;
-        let was_running = ch.running;
+        let (gone_open, gone_running) = gone.unwrap_or((false, false));
+        let was_open = ch.state == ChannelState::Open || gone_open;
+        let was_running = ch.running || gone_running;
         let cbs = ch.state_cbs;
         ch.running = false;
         ch.incoming_enabled = false;
@@ -199,7 +229,8 @@ impl BusShared {
             if let Some(ch) = st.channels.get_mut(c) {
                 ch.in_state_cb = true;
             }
-            drop(st);
+            let quiet = self.quiesce(st, c, "VmbChannelDisable");
+            drop(quiet);
             callbacks::run(Call::State(cbs.suspend, handle));
             st = self.lock();
             if let Some(ch) = st.channels.get_mut(c) {
@@ -237,6 +268,30 @@ impl BusShared {
         self.reclaim_gpadls(&mut st, c, "VmbChannelDisable");
         drop(st);
         self.notify();
+    }
+
+    /// Waits (up to the block limit) until no `EvtVmbChannelProcessPacket` of channel `c` runs,
+    /// so that `EvtChannelSuspend` never overlaps one: KMCL guarantees that no packet callback
+    /// is running or queued once suspend is called. The caller has already switched the
+    /// incoming queue off.
+    fn quiesce<'a>(
+        &'a self,
+        st: MutexGuard<'a, BusState>,
+        c: ObjRef,
+        what: &str,
+    ) -> MutexGuard<'a, BusState> {
+        let (mut st, ok) =
+            self.block_until(st, |s| s.channels.get(c).is_none_or(|ch| !ch.in_delivery));
+        if !ok {
+            self.violation(
+                &mut st,
+                format!(
+                    "{what}: an EvtVmbChannelProcessPacket of the channel never returned, so \
+                     EvtChannelSuspend could not run"
+                ),
+            );
+        }
+        st
     }
 
     /// Runs every queued local completion (cancellations) on this thread.

@@ -77,11 +77,37 @@ use self::{
 };
 
 pub(crate) use accounting::orphan_violation;
+use accounting::set_site;
 pub use accounting::{take_orphan_violations, LeakReport};
+pub(crate) use accounting::{this_thread, AllocFn, AllocSite};
 pub(crate) use channel::StateCallbacks;
 pub use channel::{ChannelInfo, ChannelState, Side};
 pub use control::{RawCompletion, RawPacketError};
 pub(crate) use registry::{lookup_bus, resolve, Resolved};
+
+/// Called by the NT emulation after `ZwClose` closed `handle`, a kernel handle to the VMBus of
+/// bus `bus`: an enabled server channel of that bus that uses it as its VMBus handle
+/// (`VmbServerChannelInitSetVmbusHandle`) is still bound to the VM through it, so the close is a
+/// violation. Takes only the bus lock (the NT emulation has released its own).
+pub(crate) fn kernel_handle_closed(bus: u64, handle: usize) {
+    let Some(b) = lookup_bus(bus) else {
+        return;
+    };
+    let mut st = b.lock();
+    let in_use = st.channels.iter().any(|(_, c)| {
+        c.is_server && c.vmbus_handle == Some(handle) && c.state != ChannelState::Disabled
+    });
+    if in_use {
+        b.violation(
+            &mut st,
+            format!(
+                "ZwClose of kernel handle {handle:#x} while an enabled server channel still uses \
+                 it as its VMBus handle (VmbServerChannelInitSetVmbusHandle); close it only after \
+                 VmbChannelDisable"
+            ),
+        );
+    }
+}
 
 /// Size of one ring page.
 pub(crate) const PAGE_SIZE: usize = 4096;
@@ -93,6 +119,8 @@ pub(crate) const DEFAULT_MAX_PACKET_SIZE: u32 = 4096;
 /// The whole mutable state of a bus.
 #[derive(Debug, Default)]
 pub(crate) struct BusState {
+    /// The bus's id (for violations recorded where only the state is at hand).
+    id: u64,
     channels: Slab<Channel>,
     packets: Slab<Packet>,
     incoming: Slab<Incoming>,
@@ -112,6 +140,13 @@ pub(crate) struct BusState {
     rr: usize,
     block_limit: Option<Duration>,
     delivered: u64,
+    /// Allocations made on this bus so far (see [`accounting::AllocSite`]).
+    alloc_seq: u64,
+    /// Where each packet object was made, by slab index (kept beside the slab so that the
+    /// packet itself stays small on the hot path).
+    packet_sites: Vec<Option<AllocSite>>,
+    /// Where each incoming packet was delivered, by slab index.
+    incoming_sites: Vec<Option<AllocSite>>,
 }
 
 /// A simulated VMBus: the state plus the wake-up signal for blocked calls and the pump.
@@ -151,6 +186,7 @@ impl BusShared {
         let bus = Arc::new(BusShared {
             id,
             state: Mutex::new(BusState {
+                id,
                 next_gpadl: 1,
                 ..BusState::default()
             }),
@@ -224,7 +260,7 @@ impl BusShared {
         mut st: MutexGuard<'a, BusState>,
         mut done: impl FnMut(&BusState) -> bool,
     ) -> (MutexGuard<'a, BusState>, bool) {
-        let deadline = Instant::now() + Self::block_limit(&st);
+        let deadline = far_deadline(Self::block_limit(&st));
         loop {
             if done(&st) {
                 return (st, true);
@@ -239,8 +275,22 @@ impl BusShared {
             let progressed = self.pump_once();
             st = self.lock();
             if !progressed && !done(&st) {
-                st = self.wait(st, (deadline - now).min(Duration::from_millis(20)));
+                st = self.wait(
+                    st,
+                    deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(20)),
+                );
             }
         }
     }
+}
+
+/// `now + d`, or a deadline about a century away when that does not fit in an `Instant` (a
+/// block limit or timeout of `Duration::MAX` must not panic inside an `extern "C"` function).
+pub(super) fn far_deadline(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

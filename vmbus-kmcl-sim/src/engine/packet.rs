@@ -48,6 +48,7 @@ impl BusShared {
             st.faults.fail_packet_allocations -= 1;
             return 0;
         }
+        let site = st.alloc_site(AllocFn::PacketAllocate);
         let p = Packet {
             channel: c,
             initialized_at: None,
@@ -59,7 +60,10 @@ impl BusShared {
             restored: None,
         };
         match st.packets.insert(p) {
-            Some(r) => st.handle_of(self.id, Kind::Packet, r),
+            Some(r) => {
+                set_site(&mut st.packet_sites, r, site);
+                st.handle_of(self.id, Kind::Packet, r)
+            }
             None => 0,
         }
     }
@@ -98,6 +102,7 @@ impl BusShared {
                 st.packets.remove(r);
             }
         }
+        let site = st.alloc_site(AllocFn::PacketInitialize);
         let p = Packet {
             channel: c,
             initialized_at: Some(mem),
@@ -111,6 +116,7 @@ impl BusShared {
         let Some(r) = st.packets.insert(p) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
+        set_site(&mut st.packet_sites, r, site);
         let h = st.handle_of(self.id, Kind::Packet, r);
         initialized_map().insert(addr, h);
         STATUS_SUCCESS
@@ -238,6 +244,11 @@ impl BusShared {
                 return STATUS_INVALID_PARAMETER;
             }
         }
+        let size = frame_size(payload.len(), external.as_ref());
+        if ch.peer.is_some() && size > ch.out.capacity {
+            // The ring was sized at open; this frame could never enter it.
+            return STATUS_INVALID_PARAMETER;
+        }
         let suspended = ch.suspended;
         if suspended {
             self.violation(
@@ -251,7 +262,6 @@ impl BusShared {
             pk.state = PacketState::InFlight;
             pk.txn = txn;
         }
-        let size = frame_size(payload.len(), external.as_ref());
         let payload = st.take_buf(payload);
         let frame = Frame {
             size,

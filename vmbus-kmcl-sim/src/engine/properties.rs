@@ -62,6 +62,12 @@ impl BusShared {
             return;
         }
         ch.quota = q;
+        if ch.outstanding >= q {
+            // Below the outstanding count: no packet is pulled until completions make room.
+            // (A queue already stalled stays stalled even when the new quota has room: the
+            // documentation has only a completion restart it.)
+            ch.quota_stalled = true;
+        }
     }
 
     pub(crate) fn set_latency(&self, c: ObjRef, latency: u16) -> Result<u16, NTSTATUS> {

@@ -80,7 +80,7 @@ impl BusShared {
             let Some((_, ch)) = st.channels.at(i) else {
                 continue;
             };
-            if ch.batch > 0 || (!ch.redeliver.is_empty() && ch.can_take_data()) {
+            if ch.batch > 0 || (!ch.redeliver.is_empty() && ch.can_redeliver()) {
                 return true;
             }
             let Some(peer) = ch.peer else { continue };
@@ -113,12 +113,13 @@ impl BusShared {
                 continue;
             };
             // Redelivery first: deferred or pending packets come back before new ones.
-            if ch.can_take_data() {
+            if ch.can_redeliver() {
                 if let Some(&inc) = ch.redeliver.front() {
                     let ch = st.channels.get_mut(r)?;
                     ch.redeliver.pop_front();
                     ch.in_delivery = true;
-                    ch.batch += 1;
+                    ch.delivery_thread = Some(this_thread());
+                    ch.batch = ch.batch.saturating_add(1);
                     st.rr = i + 1;
                     return Some(Work::Deliver {
                         receiver: r,
@@ -153,6 +154,7 @@ impl BusShared {
                     wants_completion,
                     external,
                 } => {
+                    let site = st.alloc_site(AllocFn::Delivery);
                     let inc = st.incoming.insert(Incoming {
                         receiver: r,
                         payload: frame.payload,
@@ -167,10 +169,16 @@ impl BusShared {
                         self.violation(st, "too many incoming packets outstanding".into());
                         return None;
                     };
+                    set_site(&mut st.incoming_sites, inc, site);
                     let ch = st.channels.get_mut(r)?;
                     ch.in_delivery = true;
-                    ch.outstanding += 1;
-                    ch.batch += 1;
+                    ch.delivery_thread = Some(this_thread());
+                    ch.outstanding = ch.outstanding.saturating_add(1);
+                    if ch.outstanding >= ch.quota {
+                        // Full: the queue stalls until the next completion.
+                        ch.quota_stalled = true;
+                    }
+                    ch.batch = ch.batch.saturating_add(1);
                     return Some(Work::Deliver {
                         receiver: r,
                         incoming: inc,
@@ -262,6 +270,7 @@ impl BusShared {
         let mut st = self.lock();
         if let Some(ch) = st.channels.get_mut(r) {
             ch.in_delivery = false;
+            ch.delivery_thread = None;
         }
         let requeue = match st.incoming.get_mut(inc) {
             Some(i) => match i.state {
@@ -414,7 +423,9 @@ impl BusShared {
                 ch.running = true;
                 ch.suspended = false;
                 ch.queue_failed = false;
+                ch.quota_stalled = false;
                 ch.in_state_cb = true;
+                ch.started_thread = Some(this_thread());
                 let f = ch.state_cbs.started;
                 drop(st);
                 callbacks::run(Call::State(f, handle));
@@ -422,6 +433,7 @@ impl BusShared {
                 let Some(ch) = st.channels.get_mut(e.channel) else {
                     return;
                 };
+                ch.started_thread = None;
                 if ch.running {
                     ch.incoming_enabled = true;
                 }

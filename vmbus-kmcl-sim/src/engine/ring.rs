@@ -53,16 +53,41 @@ pub(super) struct Outgoing {
     pub(super) forced_full: bool,
 }
 
+/// Whether a cancelled data frame owes its sender a completion: packet objects and synchronous
+/// requests always learn the outcome; a raw guest frame only when it asked for a completion.
+pub(super) fn owes_completion(origin: Origin, wants_completion: bool) -> bool {
+    wants_completion || !matches!(origin, Origin::Raw(_))
+}
+
 pub(super) fn round8(n: usize) -> usize {
     n.div_ceil(8).saturating_mul(8)
 }
 
+/// Bytes of the descriptor of `bytes` of external data in a frame: a 16-byte range header and
+/// one 8-byte page number per page (at least one).
+pub(super) fn external_descriptor_size(bytes: usize) -> usize {
+    bytes
+        .div_ceil(PAGE_SIZE)
+        .max(1)
+        .saturating_mul(8)
+        .saturating_add(16)
+}
+
 pub(super) fn frame_size(payload: usize, external: Option<&Described>) -> usize {
-    let ext = match external {
-        Some(d) => 16 + 8 * d.byte_len().div_ceil(PAGE_SIZE).max(1),
-        None => 0,
-    };
-    FRAME_OVERHEAD + round8(payload) + ext
+    let ext = external.map_or(0, |d| external_descriptor_size(d.byte_len()));
+    FRAME_OVERHEAD
+        .saturating_add(round8(payload))
+        .saturating_add(ext)
+}
+
+/// The smallest ring a channel gets: one frame of the maximum inline size plus the descriptor of
+/// the largest external data it declared (`VmbChannelInitSetMaximumExternalData`), or of one
+/// page when it declared none, so that every send the configuration admits can fit.
+pub(super) fn min_ring(max_packet: u32, max_external: Option<(u32, u32)>) -> usize {
+    let ext = max_external.map_or(PAGE_SIZE, |(size, _)| size as usize);
+    FRAME_OVERHEAD
+        .saturating_add(round8(max_packet as usize))
+        .saturating_add(external_descriptor_size(ext))
 }
 
 impl BusState {
@@ -92,6 +117,24 @@ impl BusState {
             let Some(front) = ch.out.waiting.front() else {
                 return;
             };
+            if front.size > ch.out.capacity {
+                // It can never fit: refuse it instead of blocking the ring for ever.
+                let (size, capacity) = (front.size, ch.out.capacity);
+                let Some(f) = ch.out.waiting.pop_front() else {
+                    return;
+                };
+                let id = self.id;
+                self.violation(
+                    id,
+                    format!(
+                        "a frame of {size} bytes can never fit in the channel's {capacity}-byte \
+                         ring; it is dropped and its sender completed with \
+                         STATUS_INVALID_PARAMETER"
+                    ),
+                );
+                self.cancel_frames(vec![f], STATUS_INVALID_PARAMETER);
+                continue;
+            }
             if ch.out.used + front.size > ch.out.capacity {
                 return;
             }
@@ -99,12 +142,14 @@ impl BusState {
                 return;
             };
             ch.out.used += f.size;
+            // A packet object or synchronous request sent without WAIT_FOR_COMPLETION completes
+            // once it is in the ring; a raw guest frame that asked for nothing gets nothing.
             let local = match f.body {
                 FrameBody::Data {
                     origin,
                     wants_completion: false,
                     ..
-                } => Some(origin),
+                } if !matches!(origin, Origin::Raw(_)) => Some(origin),
                 _ => None,
             };
             ch.out.ring.push_back(f);
@@ -141,7 +186,16 @@ impl BusState {
     /// Completions owed to the senders of frames that will never be delivered.
     pub(super) fn cancel_frames(&mut self, frames: Vec<Frame>, status: NTSTATUS) {
         for f in frames {
-            if let FrameBody::Data { origin, .. } = f.body {
+            if let FrameBody::Data {
+                origin,
+                wants_completion,
+                ..
+            } = f.body
+            {
+                if !owes_completion(origin, wants_completion) {
+                    self.give_buf(f.payload);
+                    continue;
+                }
                 self.local.push_back(LocalCompletion {
                     origin,
                     status,

@@ -10,10 +10,21 @@ pub(super) const CHUNK_MAGIC: u32 = 0x4843_4D4B; // "KMCH"
 pub(super) const SAVE_MAGIC: u32 = 0x5653_4D4B; // "KMSV"
 pub(super) const PACKET_MAGIC: u32 = 0x4B50_4D4B; // "KMPK"
 
+/// Largest per-packet state the sim accepts from `EvtVmbChannelSavePacket`'s `BytesNeeded`
+/// (64 MiB): a larger request is refused instead of allocating it.
+pub(super) const MAX_SAVED_PACKET_STATE: u32 = 64 << 20;
+
 /// An in-progress save.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SaveCtx {
+    /// Tells this save from a later one begun after a `VmbChannelSaveEnd`.
+    pub(super) id: u64,
+    /// Where `VmbChannelSaveBegin` made it.
+    pub(super) site: AllocSite,
     pub(super) blob: Option<Vec<u8>>,
+    /// True while a `VmbChannelSaveContinue` builds the blob (its `EvtVmbChannelSavePacket`
+    /// calls run outside the lock).
+    pub(super) building: bool,
     pub(super) offset: usize,
     pub(super) seq: u32,
 }
@@ -44,7 +55,18 @@ impl BusShared {
         if ch.save.is_some() {
             return STATUS_INVALID_DEVICE_STATE;
         }
-        ch.save = Some(SaveCtx::default());
+        let id = st.alloc_txn();
+        let site = st.alloc_site(AllocFn::SaveBegin);
+        if let Some(ch) = st.channels.get_mut(c) {
+            ch.save = Some(SaveCtx {
+                id,
+                site,
+                blob: None,
+                building: false,
+                offset: 0,
+                seq: 0,
+            });
+        }
         STATUS_SUCCESS
     }
 
@@ -53,11 +75,18 @@ impl BusShared {
         let Some(ch) = self.channel(&mut st, c, "VmbChannelSaveEnd") else {
             return;
         };
-        if ch.save.take().is_none() {
-            self.violation(
+        match ch.save.take() {
+            None => self.violation(
                 &mut st,
                 "VmbChannelSaveEnd without VmbChannelSaveBegin".into(),
-            );
+            ),
+            Some(ctx) if ctx.building => self.violation(
+                &mut st,
+                "VmbChannelSaveEnd while a VmbChannelSaveContinue of the same save is still \
+                 running"
+                    .into(),
+            ),
+            Some(_) => {}
         }
     }
 
@@ -134,6 +163,14 @@ impl BusShared {
                     if needed == 0 {
                         return Err(s);
                     }
+                    if needed > MAX_SAVED_PACKET_STATE {
+                        self.record_violation(format!(
+                            "EvtVmbChannelSavePacket asked for {needed} bytes of packet state \
+                             (the sim allows at most {MAX_SAVED_PACKET_STATE})"
+                        ));
+                        return Err(STATUS_INSUFFICIENT_RESOURCES);
+                    }
+                    // CAST: at most 64 MiB (checked above).
                     vsp = vec![0u8; needed as usize];
                     let (s2, _) = callbacks::run(Call::SavePacket {
                         f: save_cb,
@@ -164,51 +201,78 @@ impl BusShared {
     }
 
     /// `VmbChannelSaveContinue`: `(status, bytes filled, bytes required)`.
+    ///
+    /// Only one call per save runs at a time: a second one made while the first still builds
+    /// the blob (from its `EvtVmbChannelSavePacket`, or from another thread) is a violation
+    /// answered with `STATUS_INVALID_DEVICE_STATE`, and the first call is not disturbed.
     pub(crate) fn save_continue(&self, c: ObjRef, out: &mut [u8]) -> (NTSTATUS, u32, u32) {
         let mut st = self.lock();
         let Some(ch) = self.channel(&mut st, c, "VmbChannelSaveContinue") else {
             return (STATUS_INVALID_PARAMETER_1, 0, 0);
         };
-        let Some(ctx) = &ch.save else {
+        let Some(ctx) = &mut ch.save else {
             return (STATUS_INVALID_DEVICE_STATE, 0, 0);
         };
+        if ctx.building {
+            self.violation(
+                &mut st,
+                "VmbChannelSaveContinue while another VmbChannelSaveContinue of the same save is \
+                 still running (saves of one channel must be serialised)"
+                    .into(),
+            );
+            return (STATUS_INVALID_DEVICE_STATE, 0, 0);
+        }
         if ctx.blob.is_none() {
+            ctx.building = true;
+            let id = ctx.id;
             drop(st);
-            let blob = match self.build_blob(c) {
-                Ok(b) => b,
-                Err(s) => return (s, 0, 0),
-            };
+            let built = self.build_blob(c);
             st = self.lock();
-            match st.channels.get_mut(c).and_then(|ch| ch.save.as_mut()) {
-                Some(ctx) => ctx.blob = Some(blob),
-                None => return (STATUS_INVALID_DEVICE_STATE, 0, 0),
+            let ctx = st
+                .channels
+                .get_mut(c)
+                .and_then(|ch| ch.save.as_mut())
+                .filter(|ctx| ctx.id == id);
+            let Some(ctx) = ctx else {
+                // The save was ended (and maybe begun anew) while its blob was built.
+                return (STATUS_INVALID_DEVICE_STATE, 0, 0);
+            };
+            ctx.building = false;
+            match built {
+                Ok(b) => ctx.blob = Some(b),
+                Err(s) => return (s, 0, 0),
             }
         }
         let Some(ctx) = st.channels.get_mut(c).and_then(|ch| ch.save.as_mut()) else {
             return (STATUS_INVALID_DEVICE_STATE, 0, 0);
         };
         let blob = ctx.blob.as_deref().unwrap_or_default();
-        let remaining = blob.len() - ctx.offset;
-        if remaining == 0 {
+        let Some(rest) = blob.get(ctx.offset..) else {
+            return (STATUS_INVALID_DEVICE_STATE, 0, 0);
+        };
+        if rest.is_empty() {
             return (STATUS_SUCCESS, 0, 0);
         }
-        let min = CHUNK_HEADER + remaining.min(8);
-        if out.len() < min {
+        let min = CHUNK_HEADER + rest.len().min(8);
+        let Some(room) = out
+            .len()
+            .checked_sub(CHUNK_HEADER)
+            .filter(|_| out.len() >= min)
+        else {
             // CAST: at most 24 bytes.
             return (STATUS_BUFFER_TOO_SMALL, 0, min as u32);
-        }
-        let n = remaining.min(out.len() - CHUNK_HEADER);
-        let last = n == remaining;
-        let mut hdr = Vec::with_capacity(CHUNK_HEADER);
-        put_u32(&mut hdr, CHUNK_MAGIC);
-        put_u32(&mut hdr, ctx.seq);
+        };
+        let n = rest.len().min(room);
+        let last = n == rest.len();
+        let (hdr, body) = out.split_at_mut(CHUNK_HEADER);
+        hdr[..4].copy_from_slice(&CHUNK_MAGIC.to_le_bytes());
+        hdr[4..8].copy_from_slice(&ctx.seq.to_le_bytes());
         // CAST: n is bounded by the caller's ULONG buffer size.
-        put_u32(&mut hdr, n as u32);
-        put_u32(&mut hdr, u32::from(last));
-        out[..CHUNK_HEADER].copy_from_slice(&hdr);
-        out[CHUNK_HEADER..CHUNK_HEADER + n].copy_from_slice(&blob[ctx.offset..ctx.offset + n]);
+        hdr[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+        hdr[12..].copy_from_slice(&u32::from(last).to_le_bytes());
+        body[..n].copy_from_slice(&rest[..n]);
         ctx.offset += n;
-        ctx.seq += 1;
+        ctx.seq = ctx.seq.wrapping_add(1);
         // CAST: bounded by the caller's ULONG buffer size.
         let filled = (CHUNK_HEADER + n) as u32;
         (
@@ -236,13 +300,25 @@ impl BusShared {
         else {
             return STATUS_INVALID_PARAMETER;
         };
+        if ch.restore.as_ref().is_some_and(|r| r.in_callback) {
+            self.violation(
+                &mut st,
+                "VmbChannelRestoreFromBuffer while a restore of the same channel is still running \
+                 its EvtVmbChannelRestorePacket callbacks"
+                    .into(),
+            );
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+        let Some(ch) = st.channels.get_mut(c) else {
+            return STATUS_INVALID_PARAMETER_1;
+        };
         let ctx = ch.restore.get_or_insert_with(RestoreCtx::default);
         if magic != CHUNK_MAGIC || seq != ctx.seq || last > 1 || r.0.len() != len as usize {
             ch.restore = None;
             return STATUS_INVALID_PARAMETER;
         }
         ctx.data.extend_from_slice(r.0);
-        ctx.seq += 1;
+        ctx.seq = ctx.seq.wrapping_add(1);
         if last == 0 {
             return STATUS_MORE_PROCESSING_REQUIRED;
         }

@@ -47,6 +47,16 @@ impl BusShared {
             );
             return (STATUS_INVALID_DEVICE_STATE, Vec::new());
         }
+        if wait && ch.started_thread == Some(this_thread()) {
+            self.violation(
+                &mut st,
+                "VmbChannelSendSynchronousRequest with WAIT_FOR_COMPLETION inside the channel's \
+                 EvtChannelStarted: the incoming queue is not running yet, so on Windows the wait \
+                 never returns (use EvtChannelPostStarted)"
+                    .into(),
+            );
+            return (STATUS_INVALID_DEVICE_STATE, Vec::new());
+        }
         if matches!(ch.state, ChannelState::Disabled | ChannelState::Crashed) {
             return (STATUS_DEVICE_REMOVED, Vec::new());
         }
@@ -54,6 +64,10 @@ impl BusShared {
             return (STATUS_INVALID_PARAMETER_3, Vec::new());
         }
         let size = frame_size(payload.len(), external.as_ref());
+        if ch.peer.is_some() && size > ch.out.capacity {
+            // The ring was sized at open; this frame could never enter it.
+            return (STATUS_INVALID_PARAMETER, Vec::new());
+        }
         if zero {
             let fits = ch.state == ChannelState::Open
                 && ch.out.waiting.is_empty()
@@ -89,9 +103,9 @@ impl BusShared {
         self.notify();
         let deadline = match timeout {
             None | Some(0) => None,
-            Some(t) if t < 0 => {
-                Some(Instant::now() + Duration::from_nanos(t.unsigned_abs().saturating_mul(100)))
-            }
+            Some(t) if t < 0 => Some(far_deadline(Duration::from_nanos(
+                t.unsigned_abs().saturating_mul(100),
+            ))),
             Some(t) => Some(absolute_deadline(t)),
         };
         loop {
@@ -129,5 +143,5 @@ pub(super) fn absolute_deadline(t: i64) -> Instant {
         .unwrap_or_default();
     let target_unix_100ns = t.unsigned_abs().saturating_sub(EPOCH_DIFF_100NS);
     let target = Duration::from_nanos(target_unix_100ns.saturating_mul(100));
-    Instant::now() + target.saturating_sub(now_unix)
+    far_deadline(target.saturating_sub(now_unix))
 }

@@ -360,3 +360,16 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// A raw VMBus packet as a hostile guest writes it: the 16-byte descriptor (type, data offset
+/// and total length in 8-byte units, flags, transaction id; little endian) and the payload.
+pub fn raw(ty: u16, off8: u16, len8: u16, flags: u16, txid: u64, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&ty.to_le_bytes());
+    v.extend_from_slice(&off8.to_le_bytes());
+    v.extend_from_slice(&len8.to_le_bytes());
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(&txid.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
