@@ -1395,7 +1395,10 @@ impl ChannelBackend for &ClientInterface {}
 impl sealed::Sealed for &ServerInterface {
     #[inline]
     fn prepare(self) -> Result<()> {
-        record_table_getters(self.client.channel_get_pointer, self.client.packet_get_pointer)
+        record_table_getters(
+            self.client.channel_get_pointer,
+            self.client.packet_get_pointer,
+        )
     }
 
     #[inline]

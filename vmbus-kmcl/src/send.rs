@@ -396,7 +396,12 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
     pub fn send(self, message: &[u8], flags: SendFlags) -> Result<(), Refused<Self>> {
         let length = match checked_length(message, flags.bits()) {
             Ok(length) => length,
-            Err(error) => return Err(Refused { error, packet: self }),
+            Err(error) => {
+                return Err(Refused {
+                    error,
+                    packet: self,
+                })
+            }
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
@@ -439,11 +444,19 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
     ) -> Result<(), Refused<Self>> {
         if flags.contains(MdlFlags::FORCE_MDL_LENGTH) && length == 0 {
             let error = Error::BelowMinimum { minimum: 1 };
-            return Err(Refused { error, packet: self });
+            return Err(Refused {
+                error,
+                packet: self,
+            });
         }
         let size = match checked_length(message, flags.bits()) {
             Ok(size) => size,
-            Err(error) => return Err(Refused { error, packet: self }),
+            Err(error) => {
+                return Err(Refused {
+                    error,
+                    packet: self,
+                })
+            }
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
@@ -491,7 +504,12 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
         };
         let (size, count) = match checked {
             Ok(pair) => pair,
-            Err(error) => return Err(Refused { error, packet: self }),
+            Err(error) => {
+                return Err(Refused {
+                    error,
+                    packet: self,
+                })
+            }
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
