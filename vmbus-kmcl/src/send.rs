@@ -128,7 +128,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::mem::{offset_of, MaybeUninit};
 use core::ptr::{null_mut, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use core::time::Duration;
 
 use vmbus_kmcl_sys::{
@@ -253,20 +253,22 @@ pub struct Refused<P> {
 }
 
 /// The storage's states.
-const EMPTY: u8 = 0;
-const IDLE: u8 = 1;
-const TAKEN: u8 = 2;
+/// The state of a storage whose packet value exists or is in flight: an address no slot has.
+const TAKEN: *mut () = core::ptr::dangling_mut::<u8>().cast();
 
 /// The bookkeeping of a [`PacketStorage`], before the packet bytes.
 #[repr(C, align(16))]
 struct StorageHeader {
-    /// `EMPTY` (never formatted), `IDLE` (formatted, no packet value), `TAKEN` (a packet value
-    /// exists, or the packet is in flight).
-    state: AtomicU8,
+    /// NULL (never formatted), [`TAKEN`] (a packet value exists, or the packet is in flight),
+    /// or, when idle, the slot part (`Shared<H, K>`) whose channel the bytes were formatted
+    /// for, with this crate's routine and pointer.
+    state: AtomicPtr<()>,
     /// The channel the bytes were formatted for.
     channel: AtomicPtr<vmbus_kmcl_sys::VMBCHANNEL__>,
-    /// The slot part the packet's pointer and routine were set for.
-    shared: AtomicPtr<()>,
+    /// The slot part (`Shared<H, K>`) the bytes were formatted for: the packet's pointer
+    /// (`VmbPacketSetPointer`), kept here too so that the completion routine finds it from the
+    /// packet's address without a call.
+    owner: AtomicPtr<()>,
 }
 
 /// Caller memory for one packet object (`VmbPacketInitialize`): `N` bytes, 16-byte aligned,
@@ -280,7 +282,7 @@ struct StorageHeader {
 ///
 /// # Invariants
 ///
-/// While `header.state` is `TAKEN`, KMCL's packet object in `bytes` belongs to one
+/// While `header.state` is [`TAKEN`], KMCL's packet object in `bytes` belongs to one
 /// [`OutgoingPacket`] value or is in flight, and nothing else touches the bytes.
 #[repr(C)]
 pub struct PacketStorage<const N: usize> {
@@ -297,9 +299,9 @@ impl<const N: usize> PacketStorage<N> {
     pub const fn new() -> Self {
         Self {
             header: StorageHeader {
-                state: AtomicU8::new(EMPTY),
+                state: AtomicPtr::new(null_mut()),
                 channel: AtomicPtr::new(null_mut()),
-                shared: AtomicPtr::new(null_mut()),
+                owner: AtomicPtr::new(null_mut()),
             },
             bytes: UnsafeCell::new(MaybeUninit::uninit()),
         }
@@ -588,7 +590,10 @@ impl<H, K: ChannelBackend> Drop for OutgoingPacket<'_, H, K> {
                 // (it lives in the handler or is `'static`).
                 let header = unsafe { header.as_ref() };
                 // INVARIANT: the value goes; the storage may be taken again.
-                header.state.store(IDLE, Ordering::Release);
+                let idle: *const Shared<H, K> = self.shared;
+                header
+                    .state
+                    .store(idle.cast_mut().cast(), Ordering::Release);
             }
         }
     }
@@ -659,12 +664,14 @@ impl<H: SendCompletion<K>, K: ChannelBackend> Routines<H, K> {
         buffer: PVOID,
         length: UINT32,
     ) {
-        // SAFETY: KMCL calls this routine for a packet this crate formatted in a storage and
-        // pointed at its slot's `Shared<H, K>`, and the slot outlives the channel.
-        let shared = unsafe { Self::shared(packet) };
         // SAFETY: the routine was registered only on packets in a `PacketStorage<N>`, which
         // outlives the channel (it lives in the handler or is `'static`).
         let storage = unsafe { PacketStorage::<N>::from_packet(packet) };
+        let owner = storage.header.owner.load(Ordering::Acquire);
+        // SAFETY: the storage was formatted for this packet's channel with `owner`, the slot's
+        // `Shared<H, K>` (also the packet's pointer), set before the send; the pinned slot
+        // outlives the channel and so every completion of its packets; shared use only.
+        let shared = unsafe { &*owner.cast_const().cast::<Shared<H, K>>() };
         // INVARIANT: the transaction is over; the storage stays `TAKEN` for the new value.
         let packet = OutgoingPacket {
             raw: storage.packet_ptr(),
@@ -753,25 +760,14 @@ impl<'s, R: Role, H: Handler<R, K> + SendCompletion<K>, K: ChannelBackend> Chann
         let shared = self.slot().shared();
         let storage = select(&shared.handler);
         let header = &storage.header;
-        let previous = header.state.swap(TAKEN, Ordering::AcqRel);
-        if previous == TAKEN {
-            return Err(Error::StorageInUse);
-        }
-        let channel = self.ops().raw();
-        // CAST: the slot's shared part, as the packet's pointer.
+        // CAST: the slot's shared part, as the packet's pointer and the idle state.
         let pointer: *mut () = core::ptr::from_ref(shared).cast_mut().cast();
-        let raw = storage.packet_ptr();
-        if previous == EMPTY
-            || header.channel.load(Ordering::Relaxed) != channel
-            || header.shared.load(Ordering::Relaxed) != pointer
-        {
-            if let Err(error) = format::<H, K, N>(self.ops(), raw, pointer) {
-                header.state.store(previous, Ordering::Release);
-                return Err(error);
-            }
-            header.channel.store(channel, Ordering::Relaxed);
-            header.shared.store(pointer, Ordering::Relaxed);
+        let channel = self.ops().raw();
+        let previous = header.state.swap(TAKEN, Ordering::AcqRel);
+        if previous != pointer || header.channel.load(Ordering::Relaxed) != channel {
+            take_slow::<H, K, N>(self.ops(), storage, previous, pointer)?;
         }
+        let raw = storage.packet_ptr();
         // INVARIANT: the state is `TAKEN` (swapped above) for this one value; the packet is
         // formatted for this channel with this crate's routine and pointer.
         Ok(OutgoingPacket {
@@ -782,8 +778,35 @@ impl<'s, R: Role, H: Handler<R, K> + SendCompletion<K>, K: ChannelBackend> Chann
     }
 }
 
-/// Formats `storage` as a packet object of `ops`' channel, pointing at `pointer`.
+/// The rest of [`Channel::storage_packet`] when the storage was not idle and formatted for
+/// this channel and slot: refuses a storage in use, else formats it (restoring the previous
+/// state when that fails).
 #[cold]
+#[inline(never)]
+fn take_slow<H: SendCompletion<K>, K: ChannelBackend, const N: usize>(
+    ops: &ChannelOps<impl Sized, K>,
+    storage: &PacketStorage<N>,
+    previous: *mut (),
+    pointer: *mut (),
+) -> Result<()> {
+    let header = &storage.header;
+    if previous == TAKEN {
+        return Err(Error::StorageInUse);
+    }
+    match format::<H, K, N>(ops, storage.packet_ptr(), pointer) {
+        Ok(()) => {
+            header.channel.store(ops.raw(), Ordering::Relaxed);
+            header.owner.store(pointer, Ordering::Release);
+            Ok(())
+        }
+        Err(error) => {
+            header.state.store(previous, Ordering::Release);
+            Err(error)
+        }
+    }
+}
+
+/// Formats the bytes at `raw` as a packet object of `ops`' channel, pointing at `pointer`.
 fn format<H: SendCompletion<K>, K: ChannelBackend, const N: usize>(
     ops: &ChannelOps<impl Sized, K>,
     raw: NonNull<VMBPACKET__>,
@@ -840,8 +863,14 @@ impl Timeout {
             Self::Infinite => None,
             Self::NoQueue => Some(0),
             Self::Relative(duration) => {
-                let ticks = duration.as_nanos() / 100;
-                let ticks = i64::try_from(ticks).unwrap_or(i64::MAX).max(1);
+                // 100 ns units, without 128-bit arithmetic.
+                let ticks = duration
+                    .as_secs()
+                    .checked_mul(10_000_000)
+                    .and_then(|t| t.checked_add(u64::from(duration.subsec_nanos() / 100)))
+                    .and_then(|t| i64::try_from(t).ok())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
                 Some(-ticks)
             }
         }
@@ -901,9 +930,12 @@ unsafe fn request<R, K: ChannelBackend>(
         None => (null_mut(), 0),
     };
     let capacity = filled;
-    let mut raw_timeout = timeout.to_raw().map(|t| LARGE_INTEGER { QuadPart: t });
-    let timeout_ptr = match &mut raw_timeout {
-        Some(t) => t as *mut LARGE_INTEGER,
+    let relative = timeout.to_raw();
+    let mut raw_timeout = LARGE_INTEGER {
+        QuadPart: relative.unwrap_or(0),
+    };
+    let timeout_ptr: *mut LARGE_INTEGER = match relative {
+        Some(_) => &mut raw_timeout,
         None => null_mut(),
     };
     let filled_ptr = if buffer.is_null() {
