@@ -624,3 +624,20 @@ fn a_client_armed_to_start_paused_opens_without_flowing_until_started() {
     drop(vsp);
     bus.assert_no_leaks();
 }
+
+#[test]
+fn builders_and_channels_move_to_other_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<ServerBuilder<'static, Recorder, Linked>>();
+    assert_send::<vmbus_kmcl::channel::Channel<'static, Client, Recorder, &'static ClientInterface>>(
+    );
+
+    // Enabled on this thread, disabled and dropped on another (e.g. a PnP remove).
+    let bus = Bus::new();
+    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Recorder::default()));
+    let vsp = offer(vsp_slot.as_mut(), TYPE, INSTANCE);
+    std::thread::scope(|s| {
+        s.spawn(move || drop(vsp.disable()));
+    });
+    bus.assert_no_leaks();
+}

@@ -119,11 +119,6 @@ unsafe extern "C" fn set_callbacks(
     }
 }
 
-/// The one `VmbChannelGetPointer` entry of both tables, read from a static so that both hold
-/// the same function pointer (the crate refuses tables of different KMCLs, which it tells
-/// apart by this entry).
-static GET_POINTER: unsafe extern "C" fn(VMBCHANNEL) -> PVOID = get_pointer;
-
 unsafe extern "C" fn get_pointer(channel: VMBCHANNEL) -> PVOID {
     let _kmcl = NotCounted::new();
     // SAFETY: forwards the caller's argument.
@@ -154,16 +149,15 @@ unsafe extern "C" fn external(p: VMBPACKETCOMPLETION, f: u32, m: *mut PMDL) -> N
     unsafe { vmbus_kmcl_sim::exports::VmbChannelPacketGetExternalData(p, f, m) }
 }
 
-/// The sim's server table, with the entries above in place of the receive functions. Every
-/// table of this test binary is this one (the crate checks that all tables it allocates
-/// channels through share one `VmbChannelGetPointer`).
+/// The sim's server table, with the entries above in place of the receive functions. Both
+/// tables of this test binary belong to the one KMCL (the sim), as `from_raw` requires.
 fn server_table() -> &'static ServerInterface {
     static TABLE: OnceLock<ServerInterface> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut raw = vmbus_kmcl_sim::server_interface();
         let client = &mut raw.ClientMethods;
         client.VmbChannelInitSetProcessPacketCallbacks = Some(set_callbacks);
-        client.VmbChannelGetPointer = Some(GET_POINTER);
+        client.VmbChannelGetPointer = Some(get_pointer);
         client.VmbChannelPacketComplete = Some(complete);
         client.VmbChannelPacketFail = Some(fail);
         client.VmbChannelPacketDeferToPassive = Some(defer);
@@ -179,7 +173,7 @@ fn client_table() -> &'static ClientInterface {
     static TABLE: OnceLock<ClientInterface> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut raw = vmbus_kmcl_sim::client_interface();
-        raw.VmbChannelGetPointer = Some(GET_POINTER);
+        raw.VmbChannelGetPointer = Some(get_pointer);
         // SAFETY: a filled client table holding one reference, handed over.
         unsafe { ClientInterface::from_raw(raw) }.expect("the sim fills every entry")
     })

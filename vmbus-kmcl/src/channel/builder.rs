@@ -551,6 +551,11 @@ impl<'s, H: Handler<Client, K>, K: ChannelBackend> ChannelBuilder<'s, Client, H,
     }
 }
 
+// SAFETY: as for `Channel`: the builder borrows its slot exclusively, so the slot's owner-only
+// cells are touched by this value alone; it shares the handler (`Sync`) and the backend
+// (`Send + Sync`).
+unsafe impl<R, H: Sync, K: ChannelBackend> Send for ChannelBuilder<'_, R, H, K> {}
+
 impl<R, H, K: ChannelBackend> Drop for ChannelBuilder<'_, R, H, K> {
     /// Cleans the channel up (`VmbChannelCleanup`; it is disabled) and closes its VMBus kernel
     /// handle. PASSIVE_LEVEL.

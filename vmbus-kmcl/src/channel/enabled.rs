@@ -25,7 +25,8 @@ use crate::guid::Guid;
 ///
 /// The channel is not reachable from its own handler (it borrows the slot that owns the
 /// handler), and the callback views have no [`pause`](Self::pause) or
-/// [`start`](Self::start): KMCL forbids both inside state callbacks.
+/// [`start`](Self::start): KMCL forbids both inside state callbacks. It is `Send` (a driver
+/// may enable it in one thread and disable it in another), not `Sync`.
 ///
 /// # Invariants
 ///
@@ -250,6 +251,11 @@ impl<H: Handler<Client, K>, K: ChannelBackend> Channel<'_, Client, H, K> {
         unsafe { self.ops.request(request, response, timeout) }
     }
 }
+
+// SAFETY: the channel borrows its slot exclusively, so the slot's owner-only cells are touched
+// by this value alone, wherever it goes; what it shares with other threads is the handler
+// (`Sync`, as KMCL's callbacks already need) and the backend (`Send + Sync`).
+unsafe impl<R, H: Sync, K: ChannelBackend> Send for Channel<'_, R, H, K> {}
 
 impl<R, H, K: ChannelBackend> Drop for Channel<'_, R, H, K> {
     /// Disables the channel, cleans it up and closes its VMBus kernel handle. PASSIVE_LEVEL.
