@@ -901,7 +901,7 @@ pub enum Outcome {
 /// A live channel of this backend; when `wait` or a timeout other than `NoQueue`: a client
 /// channel, outside its started callback (the IRQL is checked here).
 #[inline(always)]
-unsafe fn request<R, K: ChannelBackend>(
+pub(crate) unsafe fn request<R, K: crate::dispatch::Kmcl + Copy>(
     ops: &ChannelOps<R, K>,
     message: &[u8],
     flags: u32,
