@@ -406,8 +406,10 @@ fn wrapper_request(channel: &VscChannel<'_>, request: &[u8; 8], counts: &[Atomic
 /// The null KMCL completes the packet just sent with `reply`, through its routine.
 #[inline(always)]
 fn complete(reply: &[u8; 8]) {
-    // SAFETY: single-threaded; the routine and the packet were just set and sent.
-    let (routine, packet) = unsafe { (ROUTINE, SENT) };
+    // SAFETY: single-threaded; the routine was set before the loop.
+    let routine = unsafe { ROUTINE };
+    // SAFETY: single-threaded; the packet was just sent.
+    let packet = unsafe { SENT };
     let routine = black_box(routine).expect("a routine");
     // SAFETY: KMCL's completion of the packet in flight, with 8 readable bytes.
     unsafe {

@@ -19,6 +19,10 @@
 //!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
 //!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids. A
 //!   server channel owns the kernel handle naming its VM.
+//! * [`send`]: outgoing packet objects ([`OutgoingPacket`](send::OutgoingPacket), allocated by
+//!   KMCL or in caller [`PacketStorage`](send::PacketStorage)) that sending consumes and the
+//!   typed completion hands back, and synchronous requests with a typed [`Timeout`](send::Timeout)
+//!   and [`Outcome`](send::Outcome).
 //! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
 //!   while still inline), with its payload bounded by the KMCL length and read through
 //!   `zerocopy` message types, checked and copied once.
@@ -97,7 +101,10 @@
 //! channel, or making a blocking request, from a callback that KMCL forbids it in; a server
 //! channel through a client table; an incoming packet answered twice, used after its answer,
 //! kept past its callback or sent to another thread while inline, an external-data view used
-//! after the packet's completion, and a detached packet deferred to passive level.
+//! after the packet's completion, and a detached packet deferred to passive level; an outgoing
+//! packet sent or freed again while in flight, kept past its channel or past its completion
+//! call, caller packet storage that does not live in the handler, and a waiting synchronous
+//! request from the started callback or from the root.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
@@ -108,7 +115,7 @@
 //! `pause` or `start` from a callback steps outside them. A handler that processes packets at
 //! `DISPATCH_LEVEL` must not block there: the types cannot see the IRQL of a callback.
 //!
-//! # Channel life and receiving: from KMCL function to safe item
+//! # Channel life, receiving and sending: from KMCL function to safe item
 //!
 //! | KMCL function | safe item |
 //! |---|---|
@@ -139,14 +146,23 @@
 //! | `VmbChannelSetIncomingProcessingAtPassive` | [`Channel::set_incoming_processing_at_passive`](channel::Channel::set_incoming_processing_at_passive), on the builder and the open view |
 //! | `VmbChannelGetInterfaceInstance` | [`Channel::interface_instance`](channel::Channel::interface_instance), and on the views |
 //! | `VmbChannelGetMmioSpace` | [`Channel::mmio_space`](channel::Channel::mmio_space) (`None` unless open), [`OpenView::mmio_space`](channel::OpenView::mmio_space) |
-//! | `VmbChannelSendSynchronousRequest` | [`Channel::request`](channel::Channel::request) and [`PostStartedView::request`](channel::PostStartedView::request) (client, waiting); [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) (both roles, not waiting) |
+//! | `VmbChannelSendSynchronousRequest` | [`Channel::send_request`](channel::Channel::send_request), [`Channel::post`](channel::Channel::post) and the same on [`PostStartedView`](channel::PostStartedView) (client); [`Channel::post_nowait`](channel::Channel::post_nowait), [`OpenView::post_nowait`](channel::OpenView::post_nowait) (both roles, not waiting); the older forms [`Channel::request`](channel::Channel::request), [`PostStartedView::request`](channel::PostStartedView::request), [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) use them |
+//! | `VmbPacketAllocate` | [`Channel::allocate_packet`](channel::Channel::allocate_packet) |
+//! | `VmbChannelSizeofPacket`, `VmbPacketInitialize` | [`Channel::storage_packet`](channel::Channel::storage_packet), in a [`PacketStorage`](send::PacketStorage) (size checked: [`Error::StorageTooSmall`]) |
+//! | `VmbPacketSetCompletionRoutine` | set by `allocate_packet` and `storage_packet`: [`SendCompletion::packet_completed`](send::SendCompletion::packet_completed), with a [`Completion`](send::Completion) |
+//! | `VmbPacketSetPointer`, `VmbPacketGetPointer` | internal: a packet points at its channel's slot; the completion routine reads it |
+//! | `VmbPacketSend` | [`OutgoingPacket::send`](send::OutgoingPacket::send), with [`SendFlags`](send::SendFlags) |
+//! | `VmbPacketSendWithExternalMdl` | [`OutgoingPacket::send_with_external_mdl`](send::OutgoingPacket::send_with_external_mdl) (`unsafe`: the MDL outlives the transaction), with [`MdlFlags`](send::MdlFlags) |
+//! | `VmbPacketSendWithExternalPfns` | [`OutgoingPacket::send_with_external_pfns`](send::OutgoingPacket::send_with_external_pfns) (`unsafe`: the pages outlive the transaction), with [`InlineFlags`](send::InlineFlags) |
+//! | `VmbPacketGetChannel` | [`OutgoingPacket::channel`](send::OutgoingPacket::channel) |
+//! | `VmbPacketFree` | dropping an allocated [`OutgoingPacket`](send::OutgoingPacket) (never sent, or back from its completion) |
 //! | `VmbChannelPacketComplete` | [`IncomingPacket::complete`](packet::IncomingPacket::complete), [`complete_with`](packet::IncomingPacket::complete_with), [`complete_empty`](packet::IncomingPacket::complete_empty); the same on [`DeferredPacket`](packet::DeferredPacket) |
 //! | `VmbChannelPacketFail` | [`IncomingPacket::fail`](packet::IncomingPacket::fail), [`DeferredPacket::fail`](packet::DeferredPacket::fail); dropping an unanswered token |
 //! | `VmbChannelPacketDeferToPassive` | [`IncomingPacket::defer_to_passive`](packet::IncomingPacket::defer_to_passive) |
 //! | `VmbChannelPacketGetExternalData` | [`IncomingPacket::external_data`](packet::IncomingPacket::external_data) |
 //! | `VmbConvertVmbusHandleToKernelHandle` | [`Request::convert_vmbus_handle`], [`UserHandle::to_kernel_handle`], [`DeferredHandle::to_kernel_handle`] (and their `_with` forms for a table backend) |
 //!
-//! Every other KMCL function (GPADLs, outgoing packet objects, save/restore) is reachable
+//! Every other KMCL function (GPADLs, save/restore) is reachable
 //! through the [`dispatch`] traits, as `unsafe` raw calls.
 //!
 //! # Linking: exports or tables

@@ -282,7 +282,7 @@ struct StorageHeader {
 ///
 /// # Invariants
 ///
-/// While `header.state` is [`TAKEN`], KMCL's packet object in `bytes` belongs to one
+/// While `header.state` is `TAKEN`, KMCL's packet object in `bytes` belongs to one
 /// [`OutgoingPacket`] value or is in flight, and nothing else touches the bytes.
 #[repr(C)]
 pub struct PacketStorage<const N: usize> {
