@@ -19,15 +19,18 @@
 //! it again or drops it. Dropping a packet from `VmbPacketAllocate` frees it (`VmbPacketFree`);
 //! dropping one in caller storage ([`PacketStorage`]) makes the storage idle, ready to be taken
 //! again without a new `VmbPacketInitialize`. A packet in flight has no value in Rust code, so
-//! it cannot be freed, reused or sent again (compile-fail tests); the packet's context pointer
-//! (`VmbPacketSetPointer`) names the channel's slot and is never exposed.
+//! it cannot be freed, reused or sent again (compile-fail tests). The packet's context pointer
+//! (`VmbPacketSetPointer`) names the channel's slot and is never exposed; the completion routine
+//! of an allocated packet reads it back (`VmbPacketGetPointer`), that of a packet in caller
+//! storage finds the same pointer in the storage's header, next to the packet, without a call.
 //!
 //! What keeps the memory KMCL holds alive:
 //!
 //! * the completion routine reaches the handler through the channel's
-//!   [`ChannelSlot`](crate::channel::ChannelSlot), which is pinned and outlives the channel;
-//!   KMCL completes every packet in flight (cancelled, if need be) when the channel is disabled,
-//!   before the slot can go;
+//!   [`ChannelSlot`](crate::channel::ChannelSlot), which is pinned and outlives the channel.
+//!   This relies on KMCL completing every packet in flight, cancelled if need be, by the time
+//!   `VmbChannelDisable` returns (a disabled channel transmits nothing, and a packet object
+//!   cannot be freed while in flight); the sim does so, and a test checks it;
 //! * caller storage is named by a function from the handler (`for<'h> fn(&'h H) ->
 //!   &'h PacketStorage<N>`), so it lives in the handler (or is `'static`) and outlives the
 //!   channel the same way;
@@ -200,7 +203,10 @@ bitflags::bitflags! {
 
 /// The completion hook of a handler that sends packet objects: KMCL's completion routine for
 /// the channel's packets (`EvtVmbPacketCompletionRoutine`), typed. Runs at IRQL <=
-/// DISPATCH_LEVEL.
+/// DISPATCH_LEVEL. [`Channel::allocate_packet`] and [`Channel::storage_packet`] exist for
+/// channels whose handler implements it.
+#[doc(alias = "EvtVmbPacketCompletionRoutine")]
+#[doc(alias = "VmbPacketGetPointer")]
 pub trait SendCompletion<K: ChannelBackend>: Sync + Sized {
     /// A packet's transaction is over: the message is in the ring, or (with
     /// [`SendFlags::WAIT_FOR_COMPLETION`]) the peer completed it, or the channel went away

@@ -10,7 +10,12 @@ struct Vsc;
 impl<K: ChannelBackend> Handler<Client, K> for Vsc {
     fn started(&self, channel: &OpenView<'_, Client, K>) {
         let mut response = [0u8; 8];
-        let _ = channel.send_request(b"version", InlineFlags::empty(), &mut response, Timeout::Infinite);
+        let _ = channel.send_request(
+            b"version",
+            InlineFlags::empty(),
+            &mut response,
+            Timeout::Infinite,
+        );
         let _ = channel.post(b"hello", InlineFlags::empty(), Timeout::Infinite);
     }
 
