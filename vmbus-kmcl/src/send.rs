@@ -989,103 +989,95 @@ macro_rules! request_errors {
     };
 }
 
+/// Declares `post_nowait` on a type whose `ops()` is a live channel (both roles).
+macro_rules! nowait_request {
+    ($place:literal) => {
+        /// Sends `message` without waiting and without asking for a completion
+        /// (`VmbChannelSendSynchronousRequest` with a zero timeout): [`Outcome::NotQueued`]
+        /// when the ring is full. Both roles (the only form KMCL allows in the root); any IRQL
+        /// up to DISPATCH_LEVEL (checked).
+        #[doc = $place]
+        ///
+        /// # Errors
+        ///
+        #[doc = request_errors!()]
+        #[doc(alias = "VmbChannelSendSynchronousRequest")]
+        pub fn post_nowait(&self, message: &[u8], flags: InlineFlags) -> Result<Outcome> {
+            // SAFETY: a live channel (the type's invariant); the call does not wait.
+            unsafe { request(self.ops(), message, flags.bits(), None, Timeout::NoQueue) }
+        }
+    };
+}
+
+/// Declares `send_request` and `post` on a client type whose `ops()` is a live client channel
+/// used outside its started callback.
+macro_rules! waiting_requests {
+    ($place:literal) => {
+        /// Sends `request` and waits for the server's completion, written to `response`
+        /// (`VmbChannelSendSynchronousRequest` with `WAIT_FOR_COMPLETION`); `timeout` bounds
+        /// the whole wait. Client channels only (KMCL forbids waiting requests in the root);
+        /// PASSIVE_LEVEL (checked). The response length must be a multiple of 8 (KMCL's rule,
+        /// checked); a longer reply is cut to it.
+        #[doc = $place]
+        ///
+        /// # Errors
+        ///
+        #[doc = request_errors!()]
+        #[doc(alias = "VmbChannelSendSynchronousRequest")]
+        pub fn send_request(
+            &self,
+            request: &[u8],
+            flags: InlineFlags,
+            response: &mut [u8],
+            timeout: Timeout,
+        ) -> Result<Outcome> {
+            let flags = flags.bits() | VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
+            // SAFETY: a live client channel (the type's invariant), outside its started
+            // callback (neither the channel nor the post-started view is reachable there).
+            unsafe { self::request(self.ops(), request, flags, Some(response), timeout) }
+        }
+
+        /// Sends `message` without asking for a completion, waiting up to `timeout` for room
+        /// in the ring (`VmbChannelSendSynchronousRequest`). Client channels only;
+        /// PASSIVE_LEVEL unless `timeout` is [`Timeout::NoQueue`] (checked).
+        #[doc = $place]
+        ///
+        /// # Errors
+        ///
+        #[doc = request_errors!()]
+        #[doc(alias = "VmbChannelSendSynchronousRequest")]
+        pub fn post(
+            &self,
+            message: &[u8],
+            flags: InlineFlags,
+            timeout: Timeout,
+        ) -> Result<Outcome> {
+            // SAFETY: as for `send_request`.
+            unsafe { request(self.ops(), message, flags.bits(), None, timeout) }
+        }
+    };
+}
+
 impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'_, R, H, K> {
-    /// Sends `message` without waiting and without asking for a completion
-    /// (`VmbChannelSendSynchronousRequest` with a zero timeout): [`Outcome::NotQueued`] when
-    /// the ring is full. Both roles (the only form KMCL allows in the root); any IRQL up to
-    /// DISPATCH_LEVEL (checked).
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn post_nowait(&self, message: &[u8], flags: InlineFlags) -> Result<Outcome> {
-        // SAFETY: a live channel (invariant); the call does not wait.
-        unsafe { request(self.ops(), message, flags.bits(), None, Timeout::NoQueue) }
-    }
+    nowait_request!("");
 }
 
 impl<H: Handler<Client, K>, K: ChannelBackend> Channel<'_, Client, H, K> {
-    /// Sends `request` and waits for the server's completion, written to `response`
-    /// (`VmbChannelSendSynchronousRequest` with `WAIT_FOR_COMPLETION`); `timeout` bounds the
-    /// whole wait. Client channels only (KMCL forbids waiting requests in the root);
-    /// PASSIVE_LEVEL (checked). The response length must be a multiple of 8 (KMCL's rule,
-    /// checked); a longer reply is cut to it.
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn send_request(
-        &self,
-        request: &[u8],
-        flags: InlineFlags,
-        response: &mut [u8],
-        timeout: Timeout,
-    ) -> Result<Outcome> {
-        let flags = flags.bits() | VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
-        // SAFETY: a live client channel (invariant), not reachable from its started callback.
-        unsafe { self::request(self.ops(), request, flags, Some(response), timeout) }
-    }
-
-    /// Sends `message` without asking for a completion, waiting up to `timeout` for room in
-    /// the ring (`VmbChannelSendSynchronousRequest`). Client channels only; PASSIVE_LEVEL
-    /// unless `timeout` is [`Timeout::NoQueue`] (checked).
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn post(&self, message: &[u8], flags: InlineFlags, timeout: Timeout) -> Result<Outcome> {
-        // SAFETY: a live client channel (invariant), not reachable from its started callback.
-        unsafe { request(self.ops(), message, flags.bits(), None, timeout) }
-    }
+    waiting_requests!("");
 }
 
 impl<R: Role, K: ChannelBackend> OpenView<'_, R, K> {
-    /// [`Channel::post_nowait`] from a callback (including `started`, where only this form may
-    /// be used: a request that waits would never return there).
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn post_nowait(&self, message: &[u8], flags: InlineFlags) -> Result<Outcome> {
-        // SAFETY: the live channel of the running callback; the call does not wait.
-        unsafe { request(self.ops(), message, flags.bits(), None, Timeout::NoQueue) }
-    }
+    nowait_request!(
+        "From any callback with this view, including `started`, where only this form may be \
+         used: a request that waits would never return there."
+    );
 }
 
 impl<K: ChannelBackend> PostStartedView<'_, Client, K> {
-    /// [`Channel::send_request`] from the post-started callback (PASSIVE_LEVEL, the incoming
-    /// queue running: the place for a version negotiation).
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn send_request(
-        &self,
-        request: &[u8],
-        flags: InlineFlags,
-        response: &mut [u8],
-        timeout: Timeout,
-    ) -> Result<Outcome> {
-        let flags = flags.bits() | VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
-        // SAFETY: the live client channel of its post-started callback, not started.
-        unsafe { self::request(self.ops(), request, flags, Some(response), timeout) }
-    }
-
-    /// [`Channel::post`] from the post-started callback.
-    ///
-    /// # Errors
-    ///
-    #[doc = request_errors!()]
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn post(&self, message: &[u8], flags: InlineFlags, timeout: Timeout) -> Result<Outcome> {
-        // SAFETY: the live client channel of its post-started callback, not started.
-        unsafe { request(self.ops(), message, flags.bits(), None, timeout) }
-    }
+    waiting_requests!(
+        "From the post-started callback (PASSIVE_LEVEL, the incoming queue running: the place \
+         for a version negotiation)."
+    );
 }
 
 #[cfg(test)]

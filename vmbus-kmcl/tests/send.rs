@@ -4,8 +4,11 @@
 //! counting allocator shows that reusing caller storage allocates nothing.
 
 mod common;
+#[path = "common/counting.rs"]
+mod counting;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use counting::{NotCounted, ALLOCATIONS, COUNTING};
+
 use std::cell::Cell;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,50 +31,6 @@ use vmbus_kmcl_sys::{NTSTATUS, PFN_VMB_PACKET_COMPLETION_ROUTINE, PVOID, UINT32,
 
 const TYPE: Guid = guid!("5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d");
 const INSTANCE: Guid = guid!("5a6b7c8d-9e0f-4a1b-8c2d-000000000003");
-
-// ----- Counting allocations -----
-
-struct CountingAllocator;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the counters are
-// const-initialised thread locals without destructors, so touching them never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: the caller's layout contract is the system allocator's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Pauses counting while the sim (KMCL) itself runs.
-struct NotCounted(bool);
-
-impl NotCounted {
-    fn new() -> Self {
-        Self(COUNTING.with(|c| c.replace(false)))
-    }
-}
-
-impl Drop for NotCounted {
-    fn drop(&mut self) {
-        COUNTING.with(|c| c.set(self.0));
-    }
-}
 
 // ----- Tables -----
 
@@ -276,6 +235,37 @@ fn run<S, C>(
     bus.assert_no_leaks();
 }
 
+/// Opens an [`Echo`] server and a [`Vsc`] client and hands both channels to `scenario`, which
+/// takes them down itself; afterwards no leak and no misuse.
+fn run_owned<S, C>(
+    server: S,
+    client: C,
+    scenario: impl FnOnce(
+        &Bus,
+        vmbus_kmcl::channel::Channel<'_, Server, Echo, S>,
+        vmbus_kmcl::channel::Channel<'_, Client, Vsc, C>,
+    ),
+) where
+    S: ChannelBackend + KmclServer,
+    C: ChannelBackend,
+{
+    let bus = Bus::new();
+    let mut vsp_slot = pin!(ChannelSlot::new(
+        common::root(&bus),
+        server,
+        Echo::default()
+    ));
+    let mut vsc_slot = pin!(ChannelSlot::new(
+        common::guest(&bus),
+        client,
+        Vsc::new(false)
+    ));
+    let (vsp, vsc) = common::open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    scenario(&bus, vsp, vsc);
+    assert_eq!(bus.take_violations(), Vec::<String>::new());
+    bus.assert_no_leaks();
+}
+
 macro_rules! both_backends {
     ($($check:ident => $linked:ident, $tables:ident;)*) => {$(
         #[test]
@@ -449,45 +439,25 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(
-        common::root(&bus),
-        server,
-        Echo::default()
-    ));
-    let mut vsc_slot = pin!(ChannelSlot::new(
-        common::guest(&bus),
-        client,
-        Vsc::new(false)
-    ));
-    {
-        let (vsp, vsc) =
-            common::open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    run_owned(server, client, |bus, vsp, vsc| {
         assert!(bus.set_ring_full(vsc.as_raw(), true));
-        vsc.allocate_packet()
-            .unwrap()
-            .send(b"a", SendFlags::WAIT_FOR_COMPLETION)
-            .unwrap();
-        vsc.allocate_packet()
-            .unwrap()
-            .send(b"b", SendFlags::WAIT_FOR_COMPLETION)
-            .unwrap();
+        for message in [b"a", b"b"] {
+            let packet = vsc.allocate_packet().unwrap();
+            packet
+                .send(message, SendFlags::WAIT_FOR_COMPLETION)
+                .unwrap();
+        }
         bus.run_until_idle();
         // Disabling completes both, cancelled, before the channel is gone.
         let builder = vsc.disable();
-        let done = builder.handler().completions();
+        let cancelled = (NtStatus::CANCELLED, Vec::new());
         assert_eq!(
-            done,
-            vec![
-                (NtStatus::CANCELLED, Vec::new()),
-                (NtStatus::CANCELLED, Vec::new())
-            ]
+            builder.handler().completions(),
+            vec![cancelled.clone(), cancelled]
         );
         drop(builder);
         drop(vsp);
-    }
-    assert_eq!(bus.take_violations(), Vec::<String>::new());
-    bus.assert_no_leaks();
+    });
 }
 
 fn external_data_sends_wait_for_completion<S, C>(server: S, client: C)
@@ -651,20 +621,7 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(
-        common::root(&bus),
-        server,
-        Echo::default()
-    ));
-    let mut vsc_slot = pin!(ChannelSlot::new(
-        common::guest(&bus),
-        client,
-        Vsc::new(false)
-    ));
-    {
-        let (vsp, vsc) =
-            common::open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    run_owned(server, client, |bus, vsp, vsc| {
         assert!(bus.crash_peer_of(vsc.as_raw()));
         bus.run_until_idle();
         let mut response = [0u8; 8];
@@ -679,9 +636,7 @@ where
         );
         drop(vsc);
         drop(vsp);
-    }
-    let _ = bus.take_violations();
-    bus.assert_no_leaks();
+    });
 }
 
 #[test]
