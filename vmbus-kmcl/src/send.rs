@@ -126,6 +126,88 @@
 //! bus.assert_no_leaks();
 //! # Ok::<(), vmbus_kmcl::Error>(())
 //! ```
+//!
+//! A client negotiating a version with a synchronous request in its post-started callback,
+//! then sending an allocated packet without waiting for the server:
+//!
+//! ```
+//! use core::pin::pin;
+//! use core::ptr::NonNull;
+//! use core::sync::atomic::{AtomicU32, Ordering};
+//! use vmbus_kmcl::channel::{Client, ChannelSlot, ClientBuilder, Handler, OpenView,
+//!     PostStartedView, Server, ServerBuilder};
+//! use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+//! use vmbus_kmcl::packet::IncomingPacket;
+//! use vmbus_kmcl::send::{Completion, InlineFlags, Outcome, OutgoingPacket, SendCompletion,
+//!     SendFlags, Timeout};
+//! use vmbus_kmcl::{guid, DeviceRef, Guid};
+//! use core::time::Duration;
+//!
+//! const TYPE: Guid = guid!("6b1f0e2a-3c4d-4e5f-8a9b-0c1d2e3f4a5c");
+//!
+//! /// Answers every message with version 3.
+//! struct Vsp;
+//! impl<K: ChannelBackend> Handler<Server, K> for Vsp {
+//!     fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
+//!         let _ = packet.complete(&3u32.to_le_bytes());
+//!     }
+//! }
+//!
+//! #[derive(Default)]
+//! struct Vsc {
+//!     version: AtomicU32,
+//!     sent: AtomicU32,
+//! }
+//! impl<K: ChannelBackend> Handler<Client, K> for Vsc {
+//!     fn post_started(&self, channel: &PostStartedView<'_, Client, K>) {
+//!         let mut reply = [0u8; 8]; // a multiple of 8, as KMCL requires
+//!         let timeout = Timeout::Relative(Duration::from_secs(5));
+//!         if let Ok(Outcome::Completed(4)) =
+//!             channel.send_request(b"version?", InlineFlags::empty(), &mut reply, timeout)
+//!         {
+//!             let version = u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+//!             self.version.store(version, Ordering::Relaxed);
+//!         }
+//!     }
+//!     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+//!         packet.complete_empty();
+//!     }
+//! }
+//! impl<K: ChannelBackend> SendCompletion<K> for Vsc {
+//!     fn packet_completed(&self, packet: OutgoingPacket<'_, Self, K>, done: Completion<'_>) {
+//!         if done.result().is_ok() {
+//!             self.sent.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!         drop(packet); // VmbPacketFree
+//!     }
+//! }
+//!
+//! let bus = vmbus_kmcl_sim::Bus::new();
+//! // SAFETY: the sim's device objects live as long as the bus.
+//! let root = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) };
+//! // SAFETY: as above.
+//! let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) };
+//! let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, Vsp));
+//! let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut())?;
+//! vsp.set_interface_id(TYPE, TYPE)?;
+//! let vsp = vsp.enable()?;
+//! vsp.start();
+//! let mut vsc_slot = pin!(ChannelSlot::new(guest, Linked, Vsc::default()));
+//! let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut())?;
+//! vsc.set_target(TYPE, None)?;
+//! let vsc = vsc.enable()?;
+//! bus.run_until_idle(); // opened, started, post-started (the request)
+//! assert_eq!(vsc.handler().version.load(Ordering::Relaxed), 3);
+//!
+//! let packet = vsc.allocate_packet()?;
+//! packet.send(b"data", SendFlags::empty()).map_err(|refused| refused.error)?;
+//! bus.run_until_idle(); // in the ring: completed
+//! assert_eq!(vsc.handler().sent.load(Ordering::Relaxed), 1);
+//! drop(vsc);
+//! drop(vsp);
+//! bus.assert_no_leaks();
+//! # Ok::<(), vmbus_kmcl::Error>(())
+//! ```
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
