@@ -486,12 +486,7 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
     pub fn send(self, message: &[u8], flags: SendFlags) -> Result<(), Refused<Self>> {
         let length = match checked_length(message, flags.bits()) {
             Ok(length) => length,
-            Err(error) => {
-                return Err(Refused {
-                    error,
-                    packet: self,
-                })
-            }
+            Err(error) => return self.refuse(error),
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
@@ -533,20 +528,11 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
         flags: MdlFlags,
     ) -> Result<(), Refused<Self>> {
         if flags.contains(MdlFlags::FORCE_MDL_LENGTH) && length == 0 {
-            let error = Error::BelowMinimum { minimum: 1 };
-            return Err(Refused {
-                error,
-                packet: self,
-            });
+            return self.refuse(Error::BelowMinimum { minimum: 1 });
         }
         let size = match checked_length(message, flags.bits()) {
             Ok(size) => size,
-            Err(error) => {
-                return Err(Refused {
-                    error,
-                    packet: self,
-                })
-            }
+            Err(error) => return self.refuse(error),
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
@@ -594,12 +580,7 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
         };
         let (size, count) = match checked {
             Ok(pair) => pair,
-            Err(error) => {
-                return Err(Refused {
-                    error,
-                    packet: self,
-                })
-            }
+            Err(error) => return self.refuse(error),
         };
         // SAFETY:
         // - a live packet of this backend, not in flight, with its routine set (invariant);
@@ -617,6 +598,15 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
             )
         };
         self.sent(status)
+    }
+
+    /// A send refused before any call: the packet back, with `error`.
+    #[cold]
+    fn refuse(self, error: Error) -> Result<(), Refused<Self>> {
+        Err(Refused {
+            error,
+            packet: self,
+        })
     }
 
     /// After a send call: on success KMCL owns the packet until its completion routine (this
@@ -735,14 +725,7 @@ impl<H: SendCompletion<K>, K: ChannelBackend> Routines<H, K> {
             home: Home::Allocated,
         };
         // SAFETY: `buffer` is NULL or readable for `length` bytes during the call.
-        let data = unsafe { completion_bytes(buffer, length) };
-        shared.handler.packet_completed(
-            packet,
-            Completion {
-                status: NtStatus::from_raw(status),
-                data,
-            },
-        );
+        unsafe { deliver(packet, status, buffer, length) };
     }
 
     /// The completion of a packet in a `PacketStorage<N>`.
@@ -767,30 +750,38 @@ impl<H: SendCompletion<K>, K: ChannelBackend> Routines<H, K> {
             home: Home::Storage(NonNull::from(&storage.header)),
         };
         // SAFETY: `buffer` is NULL or readable for `length` bytes during the call.
-        let data = unsafe { completion_bytes(buffer, length) };
-        shared.handler.packet_completed(
-            packet,
-            Completion {
-                status: NtStatus::from_raw(status),
-                data,
-            },
-        );
+        unsafe { deliver(packet, status, buffer, length) };
     }
 }
 
-/// The completion bytes KMCL passes.
+/// Hands `packet` back to its handler with KMCL's status and completion bytes.
 ///
 /// # Safety
 ///
-/// `buffer` is NULL or readable for `length` bytes for `'a`.
+/// `buffer` is NULL or readable for `length` bytes during the call.
 #[inline(always)]
-unsafe fn completion_bytes<'a>(buffer: PVOID, length: UINT32) -> &'a [u8] {
-    if buffer.is_null() {
-        return &[];
-    }
-    // CAST: u32 to usize, lossless on the 64-bit targets.
-    // SAFETY: non-NULL and readable for `length` bytes (caller); `u8` has no alignment.
-    unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }
+unsafe fn deliver<H: SendCompletion<K>, K: ChannelBackend>(
+    packet: OutgoingPacket<'_, H, K>,
+    status: NTSTATUS,
+    buffer: PVOID,
+    length: UINT32,
+) {
+    let data: &[u8] = if buffer.is_null() {
+        &[]
+    } else {
+        // CAST: u32 to usize, lossless on the 64-bit targets.
+        // SAFETY: non-NULL and readable for `length` bytes for this call (caller); `u8` has
+        // no alignment.
+        unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }
+    };
+    let shared = packet.shared;
+    shared.handler.packet_completed(
+        packet,
+        Completion {
+            status: NtStatus::from_raw(status),
+            data,
+        },
+    );
 }
 
 impl<'s, R: Role, H: Handler<R, K> + SendCompletion<K>, K: ChannelBackend> Channel<'s, R, H, K> {

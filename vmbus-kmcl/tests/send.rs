@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use vmbus_kmcl::channel::{
-    ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server, ServerBuilder,
-};
+use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server};
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::send::{
@@ -187,59 +185,13 @@ impl<K: ChannelBackend> SendCompletion<K> for Vsc {
     }
 }
 
-/// Opens an [`Echo`] server and a [`Vsc`] client (maximum packet size 256), runs `scenario`
-/// with the bus, the client and the server channel, closes both; no leak, no misuse.
-fn run<S, C>(
-    server: S,
-    client: C,
-    quiet: bool,
-    scenario: impl FnOnce(
-        &Bus,
-        &vmbus_kmcl::channel::Channel<'_, Client, Vsc, C>,
-        &vmbus_kmcl::channel::Channel<'_, Server, Echo, S>,
-    ),
-) where
-    S: ChannelBackend + KmclServer,
-    C: ChannelBackend,
-{
-    let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(
-        common::root(&bus),
-        server,
-        Echo::default()
-    ));
-    let mut vsc_slot = pin!(ChannelSlot::new(
-        common::guest(&bus),
-        client,
-        Vsc::new(quiet)
-    ));
-    {
-        let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
-        vsp.set_interface_id(TYPE, INSTANCE).unwrap();
-        let vsp = vsp.enable().unwrap();
-        vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-        vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
-        vsc.set_maximum_packet_size(256).unwrap();
-        let vsc = vsc.enable().unwrap();
-        bus.run_until_idle();
-        assert!(vsp.is_open() && vsc.is_open());
-        // The started callback's message.
-        assert_eq!(vsp.handler().received.load(Ordering::Relaxed), 1);
-        scenario(&bus, &vsc, &vsp);
-        bus.run_until_idle();
-        drop(vsc);
-        drop(vsp);
-    }
-    assert_eq!(bus.take_violations(), Vec::<String>::new());
-    bus.assert_no_leaks();
-}
-
-/// Opens an [`Echo`] server and a [`Vsc`] client and hands both channels to `scenario`, which
-/// takes them down itself; afterwards no leak and no misuse.
+/// Opens an [`Echo`] server and a [`Vsc`] client (maximum packet size 256; completions
+/// recorded unless `quiet`) and hands both channels to `scenario`, which takes them down;
+/// afterwards no leak and no misuse.
 fn run_owned<S, C>(
     server: S,
     client: C,
+    quiet: bool,
     scenario: impl FnOnce(
         &Bus,
         vmbus_kmcl::channel::Channel<'_, Server, Echo, S>,
@@ -258,12 +210,42 @@ fn run_owned<S, C>(
     let mut vsc_slot = pin!(ChannelSlot::new(
         common::guest(&bus),
         client,
-        Vsc::new(false)
+        Vsc::new(quiet)
     ));
-    let (vsp, vsc) = common::open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    let vsp = common::offer(vsp_slot.as_mut(), TYPE, INSTANCE);
+    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+    vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
+    vsc.set_maximum_packet_size(256).unwrap();
+    let vsc = vsc.enable().unwrap();
+    bus.run_until_idle();
+    assert!(vsp.is_open() && vsc.is_open());
+    // The started callback's message.
+    assert_eq!(vsp.handler().received.load(Ordering::Relaxed), 1);
     scenario(&bus, vsp, vsc);
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
+}
+
+/// [`run_owned`] with the channels borrowed by `scenario` and taken down afterwards.
+fn run<S, C>(
+    server: S,
+    client: C,
+    quiet: bool,
+    scenario: impl FnOnce(
+        &Bus,
+        &vmbus_kmcl::channel::Channel<'_, Client, Vsc, C>,
+        &vmbus_kmcl::channel::Channel<'_, Server, Echo, S>,
+    ),
+) where
+    S: ChannelBackend + KmclServer,
+    C: ChannelBackend,
+{
+    run_owned(server, client, quiet, |bus, vsp, vsc| {
+        scenario(bus, &vsc, &vsp);
+        bus.run_until_idle();
+        drop(vsc);
+        drop(vsp);
+    });
 }
 
 macro_rules! both_backends {
@@ -439,7 +421,7 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    run_owned(server, client, |bus, vsp, vsc| {
+    run_owned(server, client, false, |bus, vsp, vsc| {
         assert!(bus.set_ring_full(vsc.as_raw(), true));
         for message in [b"a", b"b"] {
             let packet = vsc.allocate_packet().unwrap();
@@ -621,7 +603,7 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    run_owned(server, client, |bus, vsp, vsc| {
+    run_owned(server, client, false, |bus, vsp, vsc| {
         assert!(bus.crash_peer_of(vsc.as_raw()));
         bus.run_until_idle();
         let mut response = [0u8; 8];
