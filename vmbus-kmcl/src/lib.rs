@@ -87,6 +87,14 @@
 //! | the value is not NULL and has no kernel-handle bit ([`UserHandle::new`]) | [`Error::NotAUserHandle`] |
 //! | the IRQL is at most the operation's level (`KeGetCurrentIrql`, see [`irql`]) | [`Error::IrqlTooHigh`] |
 //!
+//! The send path checks, before KMCL is called and with a typed error: caller storage is at
+//! least `VmbChannelSizeofPacket` bytes ([`Error::StorageTooSmall`]) and has no packet in use
+//! ([`Error::StorageInUse`]); a synchronous request's response buffer is a multiple of 8 bytes
+//! ([`Error::LengthNotMultipleOf8`]); a request that may wait runs at PASSIVE_LEVEL, one that
+//! does not at DISPATCH_LEVEL at most, and a pageable message below DISPATCH_LEVEL
+//! ([`Error::IrqlTooHigh`], see [`send`]). Its cost is measured by the instruction-count gate too,
+//! against raw calls doing the same checks.
+//!
 //! The attach guard of [`ProcessRef::attach`] panics (a bug check in a driver) when it would
 //! detach on another thread or out of order.
 //!

@@ -103,10 +103,18 @@ fn counting_client_table() -> &'static ClientInterface {
 
 // ----- Handlers -----
 
-/// Completes every packet with its payload, counting them.
+/// Completes every packet with its payload, counting them; counts its own sends' completions.
 #[derive(Default)]
 struct Echo {
     received: AtomicU32,
+    sent: Mutex<Vec<NtStatus>>,
+}
+
+impl<K: ChannelBackend> SendCompletion<K> for Echo {
+    fn packet_completed(&self, packet: OutgoingPacket<'_, Self, K>, done: Completion<'_>) {
+        self.sent.lock().unwrap().push(done.status());
+        drop(packet);
+    }
 }
 
 impl<K: ChannelBackend> Handler<Server, K> for Echo {
@@ -272,6 +280,27 @@ both_backends! {
     requests_time_out => time_out_linked, time_out_tables;
     requests_check_length_and_irql => request_checks_linked, request_checks_tables;
     requests_on_a_removed_channel => removed_linked, removed_tables;
+    the_server_sends_packets_and_posts => server_linked, server_tables;
+}
+
+fn the_server_sends_packets_and_posts<S, C>(server: S, client: C)
+where
+    S: ChannelBackend + KmclServer,
+    C: ChannelBackend,
+{
+    run(server, client, false, |bus, vsc, vsp| {
+        let packet = vsp.allocate_packet().unwrap();
+        packet
+            .send(b"to guest", SendFlags::WAIT_FOR_COMPLETION)
+            .unwrap();
+        assert_eq!(
+            vsc.post(b"no reply", InlineFlags::empty(), Timeout::Infinite),
+            Ok(Outcome::Completed(0))
+        );
+        bus.run_until_idle();
+        assert_eq!(*vsp.handler().sent.lock().unwrap(), vec![NtStatus::SUCCESS]);
+        assert_eq!(vsp.handler().received.load(Ordering::Relaxed), 2);
+    });
 }
 
 fn a_full_ring_queues_packets_that_complete_in_order<S, C>(server: S, client: C)
