@@ -92,8 +92,8 @@
 //! ([`Error::StorageInUse`]); a synchronous request's response buffer is a multiple of 8 bytes
 //! ([`Error::LengthNotMultipleOf8`]); a request that may wait runs at PASSIVE_LEVEL, one that
 //! does not at DISPATCH_LEVEL at most, and a pageable message below DISPATCH_LEVEL
-//! ([`Error::IrqlTooHigh`], see [`send`]). Its cost is measured by the instruction-count gate too,
-//! against raw calls doing the same checks.
+//! ([`Error::IrqlTooHigh`], see [`send`]). The instruction-count gate measures a packet round
+//! trip and a synchronous request too, against C-style raw calls.
 //!
 //! The attach guard of [`ProcessRef::attach`] panics (a bug check in a driver) when it would
 //! detach on another thread or out of order.
