@@ -281,6 +281,33 @@ both_backends! {
     requests_check_length_and_irql => request_checks_linked, request_checks_tables;
     requests_on_a_removed_channel => removed_linked, removed_tables;
     the_server_sends_packets_and_posts => server_linked, server_tables;
+    storage_packets_survive_a_reopen => reopen_linked, reopen_tables;
+}
+
+fn storage_packets_survive_a_reopen<S, C>(server: S, client: C)
+where
+    S: ChannelBackend + KmclServer,
+    C: ChannelBackend,
+{
+    run_owned(server, client, false, |bus, vsp, vsc| {
+        let packet = vsc.storage_packet(|h: &Vsc| &h.storage).unwrap();
+        packet.send(&[1], SendFlags::WAIT_FOR_COMPLETION).unwrap();
+        bus.run_until_idle();
+        // Closed and opened again: the storage is taken as it is and still works.
+        let vsc = vsc.disable().enable().unwrap();
+        bus.run_until_idle();
+        assert!(vsc.is_open());
+        let packet = vsc.storage_packet(|h: &Vsc| &h.storage).unwrap();
+        packet.send(&[2], SendFlags::WAIT_FOR_COMPLETION).unwrap();
+        bus.run_until_idle();
+        let done = vsc.handler().completions();
+        assert_eq!(
+            done,
+            vec![(NtStatus::SUCCESS, vec![1]), (NtStatus::SUCCESS, vec![2])]
+        );
+        drop(vsc);
+        drop(vsp);
+    });
 }
 
 fn the_server_sends_packets_and_posts<S, C>(server: S, client: C)
