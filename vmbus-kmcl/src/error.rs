@@ -119,9 +119,19 @@ pub enum Error {
     /// ([`MAX_MAPPINGS`](crate::channel::gpadl::MAX_MAPPINGS)).
     #[error("too many GPADL mappings exist")]
     TooManyMappings,
-    /// `VmbPacketAllocate` returned NULL.
-    #[error("no packet object could be allocated")]
-    PacketAllocationFailed,
+    /// KMCL had no packet object to give (`VmbPacketAllocate` returned NULL).
+    #[error("KMCL could not allocate a packet object")]
+    AllocationFailed,
+    /// Caller storage for a packet object is smaller than `VmbChannelSizeofPacket` of the
+    /// channel.
+    #[error("packet storage too small: the channel needs {required} bytes")]
+    StorageTooSmall {
+        /// The bytes the channel's packet objects need.
+        required: u32,
+    },
+    /// Caller storage whose packet object exists already (taken, or in flight).
+    #[error("the packet storage is in use")]
+    StorageInUse,
 }
 
 impl Error {
@@ -152,7 +162,9 @@ impl Error {
     /// | [`NoExternalData`](Self::NoExternalData), [`OutOfRange`](Self::OutOfRange), [`GpadlCellOutsideSlot`](Self::GpadlCellOutsideSlot) | `STATUS_INVALID_PARAMETER` |
     /// | [`GpadlCellInUse`](Self::GpadlCellInUse), [`GpadlAlreadyMapped`](Self::GpadlAlreadyMapped) | `STATUS_INVALID_DEVICE_STATE` |
     /// | [`GpadlReadOnly`](Self::GpadlReadOnly) | `STATUS_ACCESS_DENIED` |
-    /// | [`TooManyMappings`](Self::TooManyMappings), [`PacketAllocationFailed`](Self::PacketAllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
+    /// | [`TooManyMappings`](Self::TooManyMappings), [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
+    /// | [`StorageTooSmall`](Self::StorageTooSmall) | `STATUS_BUFFER_TOO_SMALL` |
+    /// | [`StorageInUse`](Self::StorageInUse) | `STATUS_INVALID_DEVICE_STATE` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
@@ -174,9 +186,9 @@ impl Error {
             | Self::GpadlCellOutsideSlot => NtStatus::INVALID_PARAMETER,
             Self::GpadlCellInUse | Self::GpadlAlreadyMapped => NtStatus::INVALID_DEVICE_STATE,
             Self::GpadlReadOnly => NtStatus::ACCESS_DENIED,
-            Self::TooManyMappings | Self::PacketAllocationFailed => {
-                NtStatus::INSUFFICIENT_RESOURCES
-            }
+            Self::TooManyMappings | Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
+            Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
+            Self::StorageInUse => NtStatus::INVALID_DEVICE_STATE,
         }
     }
 }
@@ -232,10 +244,7 @@ mod tests {
             (Error::GpadlAlreadyMapped, NtStatus::INVALID_DEVICE_STATE),
             (Error::GpadlReadOnly, NtStatus::ACCESS_DENIED),
             (Error::TooManyMappings, NtStatus::INSUFFICIENT_RESOURCES),
-            (
-                Error::PacketAllocationFailed,
-                NtStatus::INSUFFICIENT_RESOURCES,
-            ),
+            (Error::AllocationFailed, NtStatus::INSUFFICIENT_RESOURCES),
             (
                 Error::IrqlTooHigh {
                     current: 2,
@@ -248,6 +257,19 @@ mod tests {
             assert_eq!(error.status(), status);
             assert!(error.status().is_error());
         }
+    }
+
+    #[test]
+    fn send_refusals_have_their_status() {
+        assert_eq!(
+            Error::AllocationFailed.status(),
+            NtStatus::INSUFFICIENT_RESOURCES
+        );
+        assert_eq!(
+            Error::StorageTooSmall { required: 80 }.status(),
+            NtStatus::BUFFER_TOO_SMALL
+        );
+        assert_eq!(Error::StorageInUse.status(), NtStatus::INVALID_DEVICE_STATE);
     }
 
     #[test]

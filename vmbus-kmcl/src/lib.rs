@@ -23,6 +23,10 @@
 //!   the end of the closed callback; server mappings that borrow the channel.
 //! * [`save_restore`]: a server channel saved in chunks and restored into a fresh one, with
 //!   the handler's per-packet state.
+//! * [`send`]: outgoing packet objects ([`OutgoingPacket`](send::OutgoingPacket), allocated by
+//!   KMCL or in caller [`PacketStorage`](send::PacketStorage)) that sending consumes and the
+//!   typed completion hands back, and synchronous requests with a typed [`Timeout`](send::Timeout)
+//!   and [`Outcome`](send::Outcome).
 //! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
 //!   while still inline), with its payload bounded by the KMCL length and read through
 //!   `zerocopy` message types, checked and copied once.
@@ -87,6 +91,14 @@
 //! | the value is not NULL and has no kernel-handle bit ([`UserHandle::new`]) | [`Error::NotAUserHandle`] |
 //! | the IRQL is at most the operation's level (`KeGetCurrentIrql`, see [`irql`]) | [`Error::IrqlTooHigh`] |
 //!
+//! The send path checks, before KMCL is called and with a typed error: caller storage is at
+//! least `VmbChannelSizeofPacket` bytes ([`Error::StorageTooSmall`]) and has no packet in use
+//! ([`Error::StorageInUse`]); a synchronous request's response buffer is a multiple of 8 bytes
+//! ([`Error::LengthNotMultipleOf8`]); a request that may wait runs at PASSIVE_LEVEL, one that
+//! does not at DISPATCH_LEVEL at most, and a pageable message below DISPATCH_LEVEL
+//! ([`Error::IrqlTooHigh`], see [`send`]). The instruction-count gate measures a packet round
+//! trip and a synchronous request too, against C-style raw calls.
+//!
 //! The attach guard of [`ProcessRef::attach`] panics (a bug check in a driver) when it would
 //! detach on another thread or out of order.
 //!
@@ -104,7 +116,10 @@
 //! after the packet's completion, and a detached packet deferred to passive level; a GPADL
 //! mapping outliving its channel or kept past the callback that made it, a GPADL's memory
 //! dropped while the channel's slot exists, a GPADL made outside a callback of the open
-//! channel, a write through a read-only mapping, and two saves of one channel at once.
+//! channel, a write through a read-only mapping, and two saves of one channel at once; an outgoing
+//! packet sent or freed again while in flight, kept past its channel or past its completion
+//! call, caller packet storage that does not live in the handler, and a waiting synchronous
+//! request from the started callback or from the root.
 //!
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
@@ -119,8 +134,9 @@
 //!
 //! One row per function of `vmbus-kmcl-sys` (the 41 of the client table, then the 14
 //! server-only ones); the crate's `function_table` test checks that the rows name exactly those
-//! 55 functions. "Raw" marks a function reachable only through the `unsafe` methods of the
-//! [`dispatch`] traits.
+//! 55 functions. Every one of them is reached by a safe item; "internal" marks a function the
+//! wrapper calls on the driver's behalf. The `unsafe` methods of the [`dispatch`] traits stay
+//! available for what the safe items do not cover.
 //!
 //! | KMCL function | safe item |
 //! |---|---|
@@ -146,25 +162,25 @@
 //! | `VmbChannelPacketFail` | [`IncomingPacket::fail`](packet::IncomingPacket::fail), [`DeferredPacket::fail`](packet::DeferredPacket::fail); dropping an unanswered token |
 //! | `VmbChannelPacketGetExternalData` | [`IncomingPacket::external_data`](packet::IncomingPacket::external_data) |
 //! | `VmbChannelPause` | [`Channel::pause`](channel::Channel::pause), [`ChannelBuilder::start_paused`](channel::ChannelBuilder::start_paused) |
-//! | `VmbChannelSendSynchronousRequest` | [`Channel::request`](channel::Channel::request) and [`PostStartedView::request`](channel::PostStartedView::request) (client, waiting); [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) (both roles, not waiting) |
+//! | `VmbChannelSendSynchronousRequest` | [`Channel::send_request`](channel::Channel::send_request), [`Channel::post`](channel::Channel::post) and the same on [`PostStartedView`](channel::PostStartedView) (client); [`Channel::post_nowait`](channel::Channel::post_nowait), [`OpenView::post_nowait`](channel::OpenView::post_nowait) (both roles, not waiting); the older forms [`Channel::request`](channel::Channel::request), [`PostStartedView::request`](channel::PostStartedView::request), [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) use them |
 //! | `VmbChannelSetIncomingProcessingAtPassive` | [`Channel::set_incoming_processing_at_passive`](channel::Channel::set_incoming_processing_at_passive), on the builder and the open view |
 //! | `VmbChannelSetInterruptLatency` | [`OpenView::set_interrupt_latency`](channel::OpenView::set_interrupt_latency) (client callbacks while open) |
 //! | `VmbChannelSetPointer` | internal: the builder points the channel at its [`ChannelSlot`](channel::ChannelSlot) |
 //! | `VmbChannelSetTransactionQuota` | [`Channel::set_transaction_quota`](channel::Channel::set_transaction_quota), and on the views |
-//! | `VmbChannelSizeofPacket` | raw: [`Kmcl::channel_sizeof_packet`](dispatch::Kmcl::channel_sizeof_packet) |
+//! | `VmbChannelSizeofPacket` | [`Channel::storage_packet`](channel::Channel::storage_packet), in a [`PacketStorage`](send::PacketStorage) (size checked: [`Error::StorageTooSmall`]) |
 //! | `VmbChannelStart` | [`Channel::start`](channel::Channel::start) |
 //! | `VmbClientChannelInitSetRingBufferPageCount` | [`ClientBuilder::set_ring_buffer_pages`](channel::ChannelBuilder::set_ring_buffer_pages) |
 //! | `VmbClientChannelInitSetTargetPnp` | [`ClientBuilder::set_target`](channel::ChannelBuilder::set_target), with [`Handler::pnp_failure`](channel::Handler::pnp_failure) |
-//! | `VmbPacketAllocate` | [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) (a restored packet); otherwise raw: [`Kmcl::packet_allocate`](dispatch::Kmcl::packet_allocate) |
-//! | `VmbPacketFree` | [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) (when the restore fails); otherwise raw: [`Kmcl::packet_free`](dispatch::Kmcl::packet_free) |
-//! | `VmbPacketGetChannel` | raw: [`Kmcl::packet_get_channel`](dispatch::Kmcl::packet_get_channel) |
-//! | `VmbPacketGetPointer` | raw: [`Kmcl::packet_get_pointer`](dispatch::Kmcl::packet_get_pointer) |
-//! | `VmbPacketInitialize` | raw: [`Kmcl::packet_initialize`](dispatch::Kmcl::packet_initialize) |
-//! | `VmbPacketSend` | raw: [`Kmcl::packet_send`](dispatch::Kmcl::packet_send) |
-//! | `VmbPacketSendWithExternalMdl` | raw: [`Kmcl::packet_send_with_external_mdl`](dispatch::Kmcl::packet_send_with_external_mdl) |
-//! | `VmbPacketSendWithExternalPfns` | raw: [`Kmcl::packet_send_with_external_pfns`](dispatch::Kmcl::packet_send_with_external_pfns) |
-//! | `VmbPacketSetCompletionRoutine` | raw: [`Kmcl::packet_set_completion_routine`](dispatch::Kmcl::packet_set_completion_routine) |
-//! | `VmbPacketSetPointer` | raw: [`Kmcl::packet_set_pointer`](dispatch::Kmcl::packet_set_pointer) |
+//! | `VmbPacketAllocate` | [`Channel::allocate_packet`](channel::Channel::allocate_packet); a restored packet: [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) |
+//! | `VmbPacketFree` | dropping an allocated [`OutgoingPacket`](send::OutgoingPacket) (never sent, or back from its completion); a restored packet whose restore failed: [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) |
+//! | `VmbPacketGetChannel` | [`OutgoingPacket::channel`](send::OutgoingPacket::channel) |
+//! | `VmbPacketGetPointer` | internal: a packet points at its channel's [`ChannelSlot`](channel::ChannelSlot); the completion routine behind [`SendCompletion::packet_completed`](send::SendCompletion::packet_completed) reads it |
+//! | `VmbPacketInitialize` | [`Channel::storage_packet`](channel::Channel::storage_packet), in a [`PacketStorage`](send::PacketStorage) (size checked: [`Error::StorageTooSmall`]) |
+//! | `VmbPacketSend` | [`OutgoingPacket::send`](send::OutgoingPacket::send), with [`SendFlags`](send::SendFlags) |
+//! | `VmbPacketSendWithExternalMdl` | [`OutgoingPacket::send_with_external_mdl`](send::OutgoingPacket::send_with_external_mdl) (`unsafe`: the MDL outlives the transaction), with [`MdlFlags`](send::MdlFlags) |
+//! | `VmbPacketSendWithExternalPfns` | [`OutgoingPacket::send_with_external_pfns`](send::OutgoingPacket::send_with_external_pfns) (`unsafe`: the pages outlive the transaction), with [`InlineFlags`](send::InlineFlags) |
+//! | `VmbPacketSetCompletionRoutine` | set by `allocate_packet` and `storage_packet`: [`SendCompletion::packet_completed`](send::SendCompletion::packet_completed), with a [`Completion`](send::Completion) |
+//! | `VmbPacketSetPointer` | internal: a packet points at its channel's [`ChannelSlot`](channel::ChannelSlot); the completion routine behind [`SendCompletion::packet_completed`](send::SendCompletion::packet_completed) reads it |
 //! | `VmbChannelMapGpadl` | [`Channel::map_gpadl`](channel::Channel::map_gpadl), [`Channel::map_gpadl_read_only`](channel::Channel::map_gpadl_read_only), and the same on a server's [`OpenView`](channel::OpenView::map_gpadl) |
 //! | `VmbChannelRestoreFromBuffer` | [`ServerBuilder::restore`](channel::ChannelBuilder::restore) |
 //! | `VmbChannelSaveBegin` | [`Channel::save`](channel::Channel::save) |
@@ -227,6 +243,7 @@ mod handle;
 pub mod irql;
 pub mod packet;
 pub mod process;
+pub mod send;
 pub mod status;
 
 pub use channel::{gpadl, save_restore, DeviceRef};

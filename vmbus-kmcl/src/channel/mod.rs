@@ -102,9 +102,9 @@ mod enabled;
 pub mod gpadl;
 mod handler;
 mod name;
-mod ops;
+pub(crate) mod ops;
 pub mod save_restore;
-mod slot;
+pub(crate) mod slot;
 
 pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
 pub use enabled::Channel;

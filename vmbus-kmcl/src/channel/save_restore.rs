@@ -162,7 +162,7 @@ impl<K: KmclServer + Copy> PacketToRestore<'_, K> {
     ///
     /// # Errors
     ///
-    /// [`Error::PacketAllocationFailed`] when `VmbPacketAllocate` returns NULL; the failing
+    /// [`Error::AllocationFailed`] when `VmbPacketAllocate` returns NULL; the failing
     /// status of `VmbPacketRestore` (the packet is freed again then).
     #[doc(alias = "VmbPacketAllocate")]
     #[doc(alias = "VmbPacketRestore")]
@@ -170,7 +170,7 @@ impl<K: KmclServer + Copy> PacketToRestore<'_, K> {
         // SAFETY: the live server channel whose restore callback runs.
         let packet = unsafe { self.kmcl.packet_allocate(self.channel.as_ptr()) };
         if packet.is_null() {
-            return Err(Error::PacketAllocationFailed);
+            return Err(Error::AllocationFailed);
         }
         // SAFETY:
         // - `packet` is freshly allocated and not in flight; on success KMCL keeps it and its
