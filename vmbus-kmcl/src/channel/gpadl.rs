@@ -394,7 +394,9 @@ impl MdlRef<'_> {
     /// # Safety
     ///
     /// `mdl` is a valid MDL chain describing locked (or nonpaged) pages, and the MDLs and their
-    /// pages stay valid, locked and unchanged for the chosen lifetime. The pages may be written
+    /// pages stay valid, locked and unchanged for the chosen lifetime, and in any case until
+    /// every GPADL made from them is deleted (a leaked [`ChannelSlot`](super::ChannelSlot)
+    /// keeps its GPADLs after the lifetime has ended). The pages may be written
     /// by the other partition while a GPADL shares them: access them only as shared memory.
     pub unsafe fn from_raw(mdl: NonNull<MDL>) -> Self {
         // INVARIANT: the caller's guarantee.
