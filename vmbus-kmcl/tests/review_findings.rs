@@ -116,7 +116,10 @@ fn an_overwritten_gpadl_cell_does_not_break_the_closed_cleanup() {
     if let Place::Cell(cell) = &*vsc.handler().place.lock().unwrap() {
         assert!(cell.handle().is_some(), "the GPADL exists");
     }
-    *vsc.handler().place.lock().unwrap() = Place::Junk([0; 8]);
+    let mut place = vsc.handler().place.lock().unwrap();
+    *place = Place::Junk([0; 8]);
+    assert!(matches!(&*place, Place::Junk(bytes) if bytes.iter().all(|b| *b == 0)));
+    drop(place);
     drop(vsc); // closed: the trampoline should delete the GPADL
     drop(vsp);
     assert_eq!(bus.take_violations(), Vec::<String>::new());
