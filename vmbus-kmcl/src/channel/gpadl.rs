@@ -461,7 +461,10 @@ impl GpadlList {
         let mut link = self.head.load(Ordering::Acquire);
         while !link.is_null() {
             // SAFETY: links in the list live as long as the list (invariant), which `&self`
-            // keeps alive; they are only accessed through atomics.
+            // keeps alive; they are only accessed through atomics. (Open review finding: a
+            // linked cell behind interior mutability in the handler can be overwritten by safe
+            // code, after which this reads whatever bytes replaced it; see
+            // tests/review_findings.rs.)
             let current = unsafe { &*link };
             delete_link(current, channel.kmcl(), channel.raw());
             link = current.next.load(Ordering::Acquire);
