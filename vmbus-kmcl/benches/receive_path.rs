@@ -23,13 +23,15 @@ use vmbus_kmcl::dispatch::Linked;
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::DeviceRef;
 use vmbus_kmcl_sys::{
-    BOOLEAN, NTSTATUS, PDEVICE_OBJECT, PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
-    PFN_VMB_CHANNEL_PROCESS_PACKET, PMDL, PVMB_CHANNEL_STATE_CHANGE_CALLBACKS, PVOID, UINT32,
-    VMBCHANNEL, VMBPACKETCOMPLETION,
+    NTSTATUS, PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESS_PACKET, PMDL, PVOID,
+    UINT32, VMBCHANNEL, VMBPACKETCOMPLETION,
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 // ----- The null KMCL backend -----
+
+#[path = "common/null_channel.rs"]
+mod null_channel;
 
 /// What the null `VmbChannelGetPointer` returns: the context the channel was given.
 static mut CHANNEL_POINTER: PVOID = core::ptr::null_mut();
@@ -37,39 +39,12 @@ static mut CHANNEL_POINTER: PVOID = core::ptr::null_mut();
 /// The process-packet callback the channel builder registered.
 static mut REGISTERED: PFN_VMB_CHANNEL_PROCESS_PACKET = None;
 
-/// Null backend of `VmbChannelAllocate`: a fake, never dereferenced channel handle.
-///
-/// # Safety
-///
-/// `channel` must be valid for writes.
-#[no_mangle]
-pub unsafe extern "C" fn VmbChannelAllocate(
-    parent: PDEVICE_OBJECT,
-    is_server: BOOLEAN,
-    channel: *mut VMBCHANNEL,
-) -> NTSTATUS {
-    black_box((parent, is_server));
-    // SAFETY: the caller guarantees `channel` is writable.
-    unsafe { channel.write(core::ptr::dangling_mut()) };
-    0
-}
-
 /// Null backend of `VmbChannelSetPointer`: keeps the pointer for `VmbChannelGetPointer`.
 #[no_mangle]
 pub extern "C" fn VmbChannelSetPointer(channel: VMBCHANNEL, pointer: PVOID) {
     black_box(channel);
     // SAFETY: single-threaded; set before any callback runs.
     unsafe { CHANNEL_POINTER = pointer };
-}
-
-/// Null backend of `VmbChannelInitSetStateChangeCallbacks`.
-#[no_mangle]
-pub extern "C" fn VmbChannelInitSetStateChangeCallbacks(
-    channel: VMBCHANNEL,
-    callbacks: PVMB_CHANNEL_STATE_CHANGE_CALLBACKS,
-) -> NTSTATUS {
-    black_box((channel, callbacks));
-    0
 }
 
 /// Null backend of `VmbChannelInitSetProcessPacketCallbacks`: keeps the process-packet
@@ -86,37 +61,11 @@ pub extern "C" fn VmbChannelInitSetProcessPacketCallbacks(
     0
 }
 
-/// Null backend of `VmbChannelCleanup`.
-#[no_mangle]
-pub extern "C" fn VmbChannelCleanup(channel: VMBCHANNEL) {
-    black_box(channel);
-}
-
 /// Null backend of `KeGetCurrentIrql`: PASSIVE_LEVEL (the debug-build IRQL checks of
 /// channel teardown read it).
 #[no_mangle]
 pub extern "C" fn KeGetCurrentIrql() -> vmbus_kmcl_sys::nt::KIRQL {
     black_box(vmbus_kmcl_sys::nt::PASSIVE_LEVEL)
-}
-
-/// Null backend of `ZwClose` (the slot closes the VMBus handle it may own).
-#[no_mangle]
-pub extern "C" fn ZwClose(handle: vmbus_kmcl_sys::HANDLE) -> NTSTATUS {
-    black_box(handle);
-    0
-}
-
-/// Null backend of `VmbChannelDisable`.
-#[no_mangle]
-pub extern "C" fn VmbChannelDisable(channel: VMBCHANNEL) {
-    black_box(channel);
-}
-
-/// Null `VmbChannelDeleteGpadl`: the closed trampoline references it (it deletes the GPADLs a
-/// handler still holds); the bench never makes one.
-#[no_mangle]
-pub extern "C" fn VmbChannelDeleteGpadl(channel: VMBCHANNEL, gpadl: u32) {
-    black_box((channel, gpadl));
 }
 
 /// Null backend of `VmbChannelGetPointer`.

@@ -33,13 +33,15 @@ use vmbus_kmcl::send::{
 };
 use vmbus_kmcl::DeviceRef;
 use vmbus_kmcl_sys::{
-    BOOLEAN, LARGE_INTEGER, NTSTATUS, PDEVICE_OBJECT, PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
-    PFN_VMB_CHANNEL_PROCESS_PACKET, PFN_VMB_PACKET_COMPLETION_ROUTINE, PLARGE_INTEGER, PMDL,
-    PUINT32, PVMB_CHANNEL_STATE_CHANGE_CALLBACKS, PVOID, UINT32, VMBCHANNEL, VMBPACKET,
-    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+    LARGE_INTEGER, NTSTATUS, PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESS_PACKET,
+    PFN_VMB_PACKET_COMPLETION_ROUTINE, PLARGE_INTEGER, PMDL, PUINT32, PVOID, UINT32, VMBCHANNEL,
+    VMBPACKET, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
 };
 
 // ----- The null KMCL backend -----
+
+#[path = "common/null_channel.rs"]
+mod null_channel;
 
 /// What the null `VmbChannelGetPointer` returns.
 static mut CHANNEL_POINTER: PVOID = core::ptr::null_mut();
@@ -49,23 +51,6 @@ static mut PACKET_POINTER: PVOID = core::ptr::null_mut();
 static mut ROUTINE: PFN_VMB_PACKET_COMPLETION_ROUTINE = None;
 /// The packet last sent (the null KMCL completes it in the benchmark loop).
 static mut SENT: VMBPACKET = core::ptr::null_mut();
-
-/// Null `VmbChannelAllocate`: a fake, never dereferenced channel handle.
-///
-/// # Safety
-///
-/// `channel` must be valid for writes.
-#[no_mangle]
-pub unsafe extern "C" fn VmbChannelAllocate(
-    parent: PDEVICE_OBJECT,
-    is_server: BOOLEAN,
-    channel: *mut VMBCHANNEL,
-) -> NTSTATUS {
-    black_box((parent, is_server));
-    // SAFETY: the caller guarantees `channel` is writable.
-    unsafe { channel.write(core::ptr::dangling_mut()) };
-    0
-}
 
 /// Null `VmbChannelSetPointer`.
 #[no_mangle]
@@ -82,16 +67,6 @@ pub extern "C" fn VmbChannelGetPointer(channel: VMBCHANNEL) -> PVOID {
     black_box(channel);
     // SAFETY: single-threaded.
     black_box(unsafe { CHANNEL_POINTER })
-}
-
-/// Null `VmbChannelInitSetStateChangeCallbacks`.
-#[no_mangle]
-pub extern "C" fn VmbChannelInitSetStateChangeCallbacks(
-    channel: VMBCHANNEL,
-    callbacks: PVMB_CHANNEL_STATE_CHANGE_CALLBACKS,
-) -> NTSTATUS {
-    black_box((channel, callbacks));
-    0
 }
 
 /// Null `VmbChannelInitSetProcessPacketCallbacks`.
@@ -112,37 +87,11 @@ pub extern "C" fn VmbChannelEnable(channel: VMBCHANNEL) -> NTSTATUS {
     0
 }
 
-/// Null `VmbChannelDisable`.
-#[no_mangle]
-pub extern "C" fn VmbChannelDisable(channel: VMBCHANNEL) {
-    black_box(channel);
-}
-
-/// Null `VmbChannelCleanup`.
-#[no_mangle]
-pub extern "C" fn VmbChannelCleanup(channel: VMBCHANNEL) {
-    black_box(channel);
-}
-
-/// Null `VmbChannelDeleteGpadl`: the closed trampoline references it (it deletes the GPADLs a
-/// handler still holds); the bench never makes one.
-#[no_mangle]
-pub extern "C" fn VmbChannelDeleteGpadl(channel: VMBCHANNEL, gpadl: u32) {
-    black_box((channel, gpadl));
-}
-
 /// Null `KeGetCurrentIrql`: PASSIVE_LEVEL.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn KeGetCurrentIrql() -> vmbus_kmcl_sys::nt::KIRQL {
     black_box(vmbus_kmcl_sys::nt::PASSIVE_LEVEL)
-}
-
-/// Null `ZwClose`.
-#[no_mangle]
-pub extern "C" fn ZwClose(handle: vmbus_kmcl_sys::HANDLE) -> NTSTATUS {
-    black_box(handle);
-    0
 }
 
 /// Null `VmbChannelSizeofPacket`.

@@ -50,6 +50,13 @@
 //! `FromBytes + KnownLayout + Immutable`, so every bit pattern is a valid value of the target
 //! type and no padding or interior mutability is involved.
 //!
+//! [`IncomingPacket::data`] is a plain `&[u8]`, which is sound only if nothing writes the
+//! bytes while the callback runs. This crate assumes that KMCL hands the callback a buffer the
+//! other partition cannot write meanwhile (a copy of the ring data, or ring pages the peer no
+//! longer owns); KMCL's documentation does not state the buffer's ownership or lifetime, and
+//! no check here can see it. Copying each message out once costs nothing extra and keeps a
+//! driver correct if that assumption ever fails.
+//!
 //! # Dropping a token without answering
 //!
 //! A token dropped without an answer **fails the packet** (`VmbChannelPacketFail`): the sender

@@ -394,7 +394,9 @@ impl MdlRef<'_> {
     /// # Safety
     ///
     /// `mdl` is a valid MDL chain describing locked (or nonpaged) pages, and the MDLs and their
-    /// pages stay valid, locked and unchanged for the chosen lifetime. The pages may be written
+    /// pages stay valid, locked and unchanged for the chosen lifetime, and in any case until
+    /// every GPADL made from them is deleted (a leaked [`ChannelSlot`](super::ChannelSlot)
+    /// keeps its GPADLs after the lifetime has ended). The pages may be written
     /// by the other partition while a GPADL shares them: access them only as shared memory.
     pub unsafe fn from_raw(mdl: NonNull<MDL>) -> Self {
         // INVARIANT: the caller's guarantee.
@@ -459,7 +461,10 @@ impl GpadlList {
         let mut link = self.head.load(Ordering::Acquire);
         while !link.is_null() {
             // SAFETY: links in the list live as long as the list (invariant), which `&self`
-            // keeps alive; they are only accessed through atomics.
+            // keeps alive; they are only accessed through atomics. (Open review finding: a
+            // linked cell behind interior mutability in the handler can be overwritten by safe
+            // code, after which this reads whatever bytes replaced it; see
+            // tests/review_findings.rs.)
             let current = unsafe { &*link };
             delete_link(current, channel.kmcl(), channel.raw());
             link = current.next.load(Ordering::Acquire);

@@ -445,7 +445,9 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         // - `flags` is KMCL's argument;
         // - `shared.kmcl` is the backend the channel was allocated through, and it stays valid
         //   until the packet is answered: a borrowed table outlives the slot, which outlives
-        //   the channel, which KMCL does not clean up while a packet is outstanding;
+        //   the channel, which KMCL does not clean up while a packet is outstanding (this
+        //   assumes the slot is dropped, not leaked: see `ChannelSlot`'s "Do not leak a slot
+        //   that borrows", a hole the types leave open);
         // - the token's lifetime is this call's.
         let token = unsafe { IncomingPacket::from_raw(shared.kmcl, packet, buffer, length, flags) };
         shared.handler.process_packet(&OpenView::new(ops), token);

@@ -129,7 +129,9 @@ impl DeviceRef<'_> {
     /// # Safety
     ///
     /// `device` must point to a device object that stays valid for the chosen lifetime (for a
-    /// driver, until the device is deleted).
+    /// driver, until the device is deleted), and in any case until every channel allocated on
+    /// it is cleaned up: a [`ChannelSlot`] that is leaked keeps its channel after the lifetime
+    /// has ended.
     pub unsafe fn from_raw(device: NonNull<DEVICE_OBJECT>) -> Self {
         // INVARIANT: the caller guarantees validity for the lifetime.
         Self {

@@ -49,7 +49,18 @@ pub(crate) struct Shared<H, K> {
 /// slot does not move while borrowed, and its memory is not reused before its `Drop` ran, even
 /// if the builder or channel borrowing it is leaked with `mem::forget`. The slot's `Drop`
 /// therefore disables and cleans up a channel still in it, and closes the VMBus kernel handle
-/// it owns, so no callback can ever reach freed memory.
+/// it owns, so no callback reaches the slot's memory after it is freed.
+///
+/// # Do not leak a slot that borrows
+///
+/// Pinning protects the slot's own memory, not what its handler `H` or backend `K` borrow. A
+/// slot that is itself leaked (a `Box::pin` passed to `mem::forget`, or a pinned local of a
+/// future that is leaked) is never dropped, so its channel stays enabled and its callbacks keep
+/// running, while the borrows of `H` and `K` (a `&ClientInterface` table, a `&SharedBuffer`
+/// shared through a GPADL, any `&T` in the handler) have ended as far as the compiler knows.
+/// The types do not prevent this: keep a slot whose `H` or `K` is not `'static` in a place
+/// that is dropped (a local pinned with [`core::pin::pin!`] in a function that returns, a
+/// device extension torn down with its device), never leak it.
 ///
 /// # Examples
 ///
