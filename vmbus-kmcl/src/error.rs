@@ -99,6 +99,19 @@ pub enum Error {
     /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
     #[error("the packet carries no external data")]
     NoExternalData,
+    /// KMCL had no packet object to give (`VmbPacketAllocate` returned NULL).
+    #[error("KMCL could not allocate a packet object")]
+    AllocationFailed,
+    /// Caller storage for a packet object is smaller than `VmbChannelSizeofPacket` of the
+    /// channel.
+    #[error("packet storage too small: the channel needs {required} bytes")]
+    StorageTooSmall {
+        /// The bytes the channel's packet objects need.
+        required: u32,
+    },
+    /// Caller storage whose packet object exists already (taken, or in flight).
+    #[error("the packet storage is in use")]
+    StorageInUse,
 }
 
 impl Error {
@@ -126,6 +139,9 @@ impl Error {
     /// | [`IrqlTooHigh`](Self::IrqlTooHigh) | `STATUS_INVALID_DEVICE_STATE` |
     /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch) | `STATUS_NOT_SUPPORTED` |
     /// | [`MmioBothZero`](Self::MmioBothZero), [`InvalidVtl`](Self::InvalidVtl), [`UndefinedFlags`](Self::UndefinedFlags) | `STATUS_INVALID_PARAMETER` |
+    /// | [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
+    /// | [`StorageTooSmall`](Self::StorageTooSmall) | `STATUS_BUFFER_TOO_SMALL` |
+    /// | [`StorageInUse`](Self::StorageInUse) | `STATUS_INVALID_DEVICE_STATE` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
@@ -143,6 +159,9 @@ impl Error {
             | Self::InvalidVtl { .. }
             | Self::UndefinedFlags { .. }
             | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
+            Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
+            Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
+            Self::StorageInUse => NtStatus::INVALID_DEVICE_STATE,
         }
     }
 }
@@ -204,6 +223,19 @@ mod tests {
             assert_eq!(error.status(), status);
             assert!(error.status().is_error());
         }
+    }
+
+    #[test]
+    fn send_refusals_have_their_status() {
+        assert_eq!(
+            Error::AllocationFailed.status(),
+            NtStatus::INSUFFICIENT_RESOURCES
+        );
+        assert_eq!(
+            Error::StorageTooSmall { required: 80 }.status(),
+            NtStatus::BUFFER_TOO_SMALL
+        );
+        assert_eq!(Error::StorageInUse.status(), NtStatus::INVALID_DEVICE_STATE);
     }
 
     #[test]

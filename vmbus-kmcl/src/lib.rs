@@ -196,6 +196,7 @@ mod handle;
 pub mod irql;
 pub mod packet;
 pub mod process;
+pub mod send;
 pub mod status;
 
 pub use channel::DeviceRef;

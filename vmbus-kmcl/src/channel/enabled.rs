@@ -189,6 +189,18 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
         self.ops.try_send(message)
     }
 
+    /// The live channel and its backend (for the send path).
+    #[inline(always)]
+    pub(crate) fn ops(&self) -> &ChannelOps<R, K> {
+        &self.ops
+    }
+
+    /// The slot holding the channel and its handler (for the send path).
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &'s ChannelSlot<'s, H, K> {
+        self.slot
+    }
+
     /// The handler.
     pub fn handler(&self) -> &H {
         self.slot.handler()

@@ -183,6 +183,12 @@ impl<R: Role, K: ChannelBackend> OpenView<'_, R, K> {
         }
     }
 
+    /// The live channel and its backend (for the send path).
+    #[inline(always)]
+    pub(crate) fn ops(&self) -> &ChannelOps<R, K> {
+        &self.ops
+    }
+
     /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
     #[doc(alias = "VmbChannelGetInterfaceInstance")]
     pub fn interface_instance(&self) -> crate::Guid {

@@ -101,8 +101,8 @@ mod builder;
 mod enabled;
 mod handler;
 mod name;
-mod ops;
-mod slot;
+pub(crate) mod ops;
+pub(crate) mod slot;
 
 pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
 pub use enabled::Channel;

@@ -51,6 +51,12 @@ impl<R, K: Kmcl + Copy> ChannelOps<R, K> {
         self.channel
     }
 
+    /// The backend the channel was allocated through.
+    #[inline(always)]
+    pub(crate) fn kmcl(&self) -> K {
+        self.kmcl
+    }
+
     pub(crate) fn interface_instance(&self) -> Guid {
         let mut guid = GUID::default();
         // SAFETY: a live channel of this backend (invariant); `guid` is writable.
