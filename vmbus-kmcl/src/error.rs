@@ -112,6 +112,29 @@ pub enum Error {
     /// Caller storage whose packet object exists already (taken, or in flight).
     #[error("the packet storage is in use")]
     StorageInUse,
+    /// An offset and length reach past the end of shared memory.
+    #[error("the range is outside the memory")]
+    OutOfRange,
+    /// A [`GpadlCell`](crate::channel::gpadl::GpadlCell) is not inside the slot of the
+    /// channel it was used with (it must be part of that channel's handler).
+    #[error("the GPADL cell is not part of the channel's handler")]
+    GpadlCellOutsideSlot,
+    /// A [`GpadlCell`](crate::channel::gpadl::GpadlCell) already holds a GPADL.
+    #[error("the GPADL cell already holds a GPADL")]
+    GpadlCellInUse,
+    /// A write mapping was asked for a GPADL the client created read-only.
+    #[error("the GPADL is read-only")]
+    GpadlReadOnly,
+    /// The GPADL is mapped on this channel already (KMCL allows one mapping at a time).
+    #[error("the GPADL is mapped already")]
+    GpadlAlreadyMapped,
+    /// As many GPADL mappings exist as the driver can track
+    /// ([`MAX_MAPPINGS`](crate::channel::gpadl::MAX_MAPPINGS)).
+    #[error("too many GPADL mappings exist")]
+    TooManyMappings,
+    /// `VmbPacketAllocate` returned NULL.
+    #[error("no packet object could be allocated")]
+    PacketAllocationFailed,
 }
 
 impl Error {
@@ -142,6 +165,10 @@ impl Error {
     /// | [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
     /// | [`StorageTooSmall`](Self::StorageTooSmall) | `STATUS_BUFFER_TOO_SMALL` |
     /// | [`StorageInUse`](Self::StorageInUse) | `STATUS_INVALID_DEVICE_STATE` |
+    /// | [`NoExternalData`](Self::NoExternalData), [`OutOfRange`](Self::OutOfRange), [`GpadlCellOutsideSlot`](Self::GpadlCellOutsideSlot) | `STATUS_INVALID_PARAMETER` |
+    /// | [`GpadlCellInUse`](Self::GpadlCellInUse), [`GpadlAlreadyMapped`](Self::GpadlAlreadyMapped) | `STATUS_INVALID_DEVICE_STATE` |
+    /// | [`GpadlReadOnly`](Self::GpadlReadOnly) | `STATUS_ACCESS_DENIED` |
+    /// | [`TooManyMappings`](Self::TooManyMappings), [`PacketAllocationFailed`](Self::PacketAllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
@@ -158,10 +185,17 @@ impl Error {
             Self::MmioBothZero
             | Self::InvalidVtl { .. }
             | Self::UndefinedFlags { .. }
-            | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
-            Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
+            | Self::NoExternalData
+            | Self::OutOfRange
+            | Self::GpadlCellOutsideSlot => NtStatus::INVALID_PARAMETER,
             Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
-            Self::StorageInUse => NtStatus::INVALID_DEVICE_STATE,
+            Self::StorageInUse | Self::GpadlCellInUse | Self::GpadlAlreadyMapped => {
+                NtStatus::INVALID_DEVICE_STATE
+            }
+            Self::GpadlReadOnly => NtStatus::ACCESS_DENIED,
+            Self::AllocationFailed | Self::TooManyMappings | Self::PacketAllocationFailed => {
+                NtStatus::INSUFFICIENT_RESOURCES
+            }
         }
     }
 }
@@ -211,6 +245,16 @@ mod tests {
             (Error::RequestorMismatch, NtStatus::ACCESS_DENIED),
             (Error::NotFromUserMode, NtStatus::INVALID_DEVICE_REQUEST),
             (Error::NotAUserHandle, NtStatus::INVALID_HANDLE),
+            (Error::OutOfRange, NtStatus::INVALID_PARAMETER),
+            (Error::GpadlCellOutsideSlot, NtStatus::INVALID_PARAMETER),
+            (Error::GpadlCellInUse, NtStatus::INVALID_DEVICE_STATE),
+            (Error::GpadlAlreadyMapped, NtStatus::INVALID_DEVICE_STATE),
+            (Error::GpadlReadOnly, NtStatus::ACCESS_DENIED),
+            (Error::TooManyMappings, NtStatus::INSUFFICIENT_RESOURCES),
+            (
+                Error::PacketAllocationFailed,
+                NtStatus::INSUFFICIENT_RESOURCES,
+            ),
             (
                 Error::IrqlTooHigh {
                     current: 2,

@@ -19,6 +19,10 @@
 //!   again), a [`Handler`](channel::Handler) trait with one method per KMCL callback, and
 //!   views that offer each callback what KMCL allows there; [`Guid`] for interface ids. A
 //!   server channel owns the kernel handle naming its VM.
+//! * [`gpadl`]: memory a client shares with its server, held in the handler and deleted by
+//!   the end of the closed callback; server mappings that borrow the channel.
+//! * [`save_restore`]: a server channel saved in chunks and restored into a fresh one, with
+//!   the handler's per-packet state.
 //! * [`packet`]: an incoming packet is a token answered exactly once (complete, fail, or defer
 //!   while still inline), with its payload bounded by the KMCL length and read through
 //!   `zerocopy` message types, checked and copied once.
@@ -108,46 +112,70 @@
 //! `pause` or `start` from a callback steps outside them. A handler that processes packets at
 //! `DISPATCH_LEVEL` must not block there: the types cannot see the IRQL of a callback.
 //!
-//! # Channel life and receiving: from KMCL function to safe item
+//! # Every KMCL function and its safe item
+//!
+//! One row per function of `vmbus-kmcl-sys` (the 41 of the client table, then the 14
+//! server-only ones); the crate's `function_table` test checks that the rows name exactly those
+//! 55 functions. "Raw" marks a function reachable only through the `unsafe` methods of the
+//! [`dispatch`] traits.
 //!
 //! | KMCL function | safe item |
 //! |---|---|
 //! | `VmbChannelAllocate` | [`ServerBuilder::allocate`](channel::ChannelBuilder::allocate), [`ClientBuilder::allocate`](channel::ChannelBuilder::allocate) |
-//! | `VmbChannelSetPointer`, `VmbChannelGetPointer` | internal: the builder points the channel at its [`ChannelSlot`](channel::ChannelSlot); the trampolines read it |
-//! | `VmbChannelInitSetStateChangeCallbacks` | registered by `allocate`: [`Handler::opened`](channel::Handler::opened), [`closed`](channel::Handler::closed), [`suspend`](channel::Handler::suspend), [`started`](channel::Handler::started), [`post_started`](channel::Handler::post_started) |
-//! | `VmbChannelInitSetProcessPacketCallbacks` | registered by `allocate`: [`Handler::process_packet`](channel::Handler::process_packet), [`processing_complete`](channel::Handler::processing_complete) (with [`PROCESSING_COMPLETE`](channel::Handler::PROCESSING_COMPLETE)) |
-//! | `VmbChannelInitSetFlags` | [`ChannelBuilder::set_flags`](channel::ChannelBuilder::set_flags) |
-//! | `VmbChannelInitSetFriendlyName` | [`ChannelBuilder::set_friendly_name`](channel::ChannelBuilder::set_friendly_name), with [`utf16!`] or [`Utf16Buf`](channel::Utf16Buf) |
-//! | `VmbChannelInitSetClientContextSize` | [`ChannelBuilder::set_client_context_size`](channel::ChannelBuilder::set_client_context_size) |
-//! | `VmbChannelInitSetMaximumExternalData` | [`ChannelBuilder::set_maximum_external_data`](channel::ChannelBuilder::set_maximum_external_data) |
-//! | `VmbChannelInitSetMaximumPacketSize` | [`ChannelBuilder::set_maximum_packet_size`](channel::ChannelBuilder::set_maximum_packet_size) |
-//! | `VmbServerChannelInitSetTargetInterfaceId` | [`ServerBuilder::set_interface_id`](channel::ChannelBuilder::set_interface_id) |
-//! | `VmbServerChannelInitSetFlags` | [`ServerBuilder::set_server_flags`](channel::ChannelBuilder::set_server_flags) |
-//! | `VmbServerChannelInitSetMmioMegabytes` | [`ServerBuilder::set_mmio_megabytes`](channel::ChannelBuilder::set_mmio_megabytes) |
-//! | `VmbServerChannelInitSetTargetVtl` | [`ServerBuilder::set_target_vtl`](channel::ChannelBuilder::set_target_vtl) |
-//! | `VmbServerChannelInitSetVmbusHandle` | [`ServerBuilder::set_vmbus_handle`](channel::ChannelBuilder::set_vmbus_handle) |
-//! | `VmbServerChannelInitSetSaveRestorePacketCallbacks` | not wrapped yet (save/restore); [`dispatch::KmclServer::server_channel_init_set_save_restore_packet_callbacks`] |
-//! | `VmbClientChannelInitSetTargetPnp` | [`ClientBuilder::set_target`](channel::ChannelBuilder::set_target), with [`Handler::pnp_failure`](channel::Handler::pnp_failure) |
-//! | `VmbClientChannelInitSetRingBufferPageCount` | [`ClientBuilder::set_ring_buffer_pages`](channel::ChannelBuilder::set_ring_buffer_pages) |
-//! | `VmbChannelEnable` | [`ChannelBuilder::enable`](channel::ChannelBuilder::enable) |
-//! | `VmbChannelStart` | [`Channel::start`](channel::Channel::start) |
-//! | `VmbChannelPause` | [`Channel::pause`](channel::Channel::pause), [`ChannelBuilder::start_paused`](channel::ChannelBuilder::start_paused) |
-//! | `VmbChannelDisable` | [`Channel::disable`](channel::Channel::disable); dropping a [`Channel`](channel::Channel) |
 //! | `VmbChannelCleanup` | dropping a [`ChannelBuilder`](channel::ChannelBuilder), a [`Channel`](channel::Channel), or a [`ChannelSlot`](channel::ChannelSlot) still holding a channel |
-//! | `VmbChannelSetInterruptLatency` | [`OpenView::set_interrupt_latency`](channel::OpenView::set_interrupt_latency) (client callbacks while open) |
-//! | `VmbChannelSetTransactionQuota` | [`Channel::set_transaction_quota`](channel::Channel::set_transaction_quota), and on the views |
-//! | `VmbChannelSetIncomingProcessingAtPassive` | [`Channel::set_incoming_processing_at_passive`](channel::Channel::set_incoming_processing_at_passive), on the builder and the open view |
+//! | `VmbChannelCreateGpadlFromBuffer` | [`GpadlCell::create`](channel::gpadl::GpadlCell::create) with a [`SharedBuffer`](channel::gpadl::SharedBuffer) |
+//! | `VmbChannelCreateGpadlFromMdl` | [`GpadlCell::create_from_mdl`](channel::gpadl::GpadlCell::create_from_mdl) with an [`MdlRef`](channel::gpadl::MdlRef) |
+//! | `VmbChannelDeleteGpadl` | [`GpadlCell::delete`](channel::gpadl::GpadlCell::delete), [`GpadlCell::release`](channel::gpadl::GpadlCell::release); at the latest the closed trampoline, after [`Handler::closed`](channel::Handler::closed) |
+//! | `VmbChannelDisable` | [`Channel::disable`](channel::Channel::disable); dropping a [`Channel`](channel::Channel) |
+//! | `VmbChannelEnable` | [`ChannelBuilder::enable`](channel::ChannelBuilder::enable) |
 //! | `VmbChannelGetInterfaceInstance` | [`Channel::interface_instance`](channel::Channel::interface_instance), and on the views |
 //! | `VmbChannelGetMmioSpace` | [`Channel::mmio_space`](channel::Channel::mmio_space) (`None` unless open), [`OpenView::mmio_space`](channel::OpenView::mmio_space) |
-//! | `VmbChannelSendSynchronousRequest` | [`Channel::request`](channel::Channel::request) and [`PostStartedView::request`](channel::PostStartedView::request) (client, waiting); [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) (both roles, not waiting) |
+//! | `VmbChannelGetPointer` | internal: the trampolines find the [`ChannelSlot`](channel::ChannelSlot) with it |
+//! | `VmbChannelInitSetClientContextSize` | [`ChannelBuilder::set_client_context_size`](channel::ChannelBuilder::set_client_context_size) |
+//! | `VmbChannelInitSetFlags` | [`ChannelBuilder::set_flags`](channel::ChannelBuilder::set_flags) |
+//! | `VmbChannelInitSetFriendlyName` | [`ChannelBuilder::set_friendly_name`](channel::ChannelBuilder::set_friendly_name), with [`utf16!`] or [`Utf16Buf`](channel::Utf16Buf) |
+//! | `VmbChannelInitSetMaximumExternalData` | [`ChannelBuilder::set_maximum_external_data`](channel::ChannelBuilder::set_maximum_external_data) |
+//! | `VmbChannelInitSetMaximumPacketSize` | [`ChannelBuilder::set_maximum_packet_size`](channel::ChannelBuilder::set_maximum_packet_size) |
+//! | `VmbChannelInitSetProcessPacketCallbacks` | registered by `allocate`: [`Handler::process_packet`](channel::Handler::process_packet), [`processing_complete`](channel::Handler::processing_complete) (with [`PROCESSING_COMPLETE`](channel::Handler::PROCESSING_COMPLETE)) |
+//! | `VmbChannelInitSetStateChangeCallbacks` | registered by `allocate`: [`Handler::opened`](channel::Handler::opened), [`closed`](channel::Handler::closed), [`suspend`](channel::Handler::suspend), [`started`](channel::Handler::started), [`post_started`](channel::Handler::post_started) |
 //! | `VmbChannelPacketComplete` | [`IncomingPacket::complete`](packet::IncomingPacket::complete), [`complete_with`](packet::IncomingPacket::complete_with), [`complete_empty`](packet::IncomingPacket::complete_empty); the same on [`DeferredPacket`](packet::DeferredPacket) |
-//! | `VmbChannelPacketFail` | [`IncomingPacket::fail`](packet::IncomingPacket::fail), [`DeferredPacket::fail`](packet::DeferredPacket::fail); dropping an unanswered token |
 //! | `VmbChannelPacketDeferToPassive` | [`IncomingPacket::defer_to_passive`](packet::IncomingPacket::defer_to_passive) |
+//! | `VmbChannelPacketFail` | [`IncomingPacket::fail`](packet::IncomingPacket::fail), [`DeferredPacket::fail`](packet::DeferredPacket::fail); dropping an unanswered token |
 //! | `VmbChannelPacketGetExternalData` | [`IncomingPacket::external_data`](packet::IncomingPacket::external_data) |
+//! | `VmbChannelPause` | [`Channel::pause`](channel::Channel::pause), [`ChannelBuilder::start_paused`](channel::ChannelBuilder::start_paused) |
+//! | `VmbChannelSendSynchronousRequest` | [`Channel::request`](channel::Channel::request) and [`PostStartedView::request`](channel::PostStartedView::request) (client, waiting); [`Channel::try_send`](channel::Channel::try_send), [`OpenView::try_send`](channel::OpenView::try_send) (both roles, not waiting) |
+//! | `VmbChannelSetIncomingProcessingAtPassive` | [`Channel::set_incoming_processing_at_passive`](channel::Channel::set_incoming_processing_at_passive), on the builder and the open view |
+//! | `VmbChannelSetInterruptLatency` | [`OpenView::set_interrupt_latency`](channel::OpenView::set_interrupt_latency) (client callbacks while open) |
+//! | `VmbChannelSetPointer` | internal: the builder points the channel at its [`ChannelSlot`](channel::ChannelSlot) |
+//! | `VmbChannelSetTransactionQuota` | [`Channel::set_transaction_quota`](channel::Channel::set_transaction_quota), and on the views |
+//! | `VmbChannelSizeofPacket` | raw: [`Kmcl::channel_sizeof_packet`](dispatch::Kmcl::channel_sizeof_packet) |
+//! | `VmbChannelStart` | [`Channel::start`](channel::Channel::start) |
+//! | `VmbClientChannelInitSetRingBufferPageCount` | [`ClientBuilder::set_ring_buffer_pages`](channel::ChannelBuilder::set_ring_buffer_pages) |
+//! | `VmbClientChannelInitSetTargetPnp` | [`ClientBuilder::set_target`](channel::ChannelBuilder::set_target), with [`Handler::pnp_failure`](channel::Handler::pnp_failure) |
+//! | `VmbPacketAllocate` | [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) (a restored packet); otherwise raw: [`Kmcl::packet_allocate`](dispatch::Kmcl::packet_allocate) |
+//! | `VmbPacketFree` | [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore) (when the restore fails); otherwise raw: [`Kmcl::packet_free`](dispatch::Kmcl::packet_free) |
+//! | `VmbPacketGetChannel` | raw: [`Kmcl::packet_get_channel`](dispatch::Kmcl::packet_get_channel) |
+//! | `VmbPacketGetPointer` | raw: [`Kmcl::packet_get_pointer`](dispatch::Kmcl::packet_get_pointer) |
+//! | `VmbPacketInitialize` | raw: [`Kmcl::packet_initialize`](dispatch::Kmcl::packet_initialize) |
+//! | `VmbPacketSend` | raw: [`Kmcl::packet_send`](dispatch::Kmcl::packet_send) |
+//! | `VmbPacketSendWithExternalMdl` | raw: [`Kmcl::packet_send_with_external_mdl`](dispatch::Kmcl::packet_send_with_external_mdl) |
+//! | `VmbPacketSendWithExternalPfns` | raw: [`Kmcl::packet_send_with_external_pfns`](dispatch::Kmcl::packet_send_with_external_pfns) |
+//! | `VmbPacketSetCompletionRoutine` | raw: [`Kmcl::packet_set_completion_routine`](dispatch::Kmcl::packet_set_completion_routine) |
+//! | `VmbPacketSetPointer` | raw: [`Kmcl::packet_set_pointer`](dispatch::Kmcl::packet_set_pointer) |
+//! | `VmbChannelMapGpadl` | [`Channel::map_gpadl`](channel::Channel::map_gpadl), [`Channel::map_gpadl_read_only`](channel::Channel::map_gpadl_read_only), and the same on a server's [`OpenView`](channel::OpenView::map_gpadl) |
+//! | `VmbChannelRestoreFromBuffer` | [`ServerBuilder::restore`](channel::ChannelBuilder::restore) |
+//! | `VmbChannelSaveBegin` | [`Channel::save`](channel::Channel::save) |
+//! | `VmbChannelSaveContinue` | [`SaveSession::next_chunk`](channel::save_restore::SaveSession::next_chunk) |
+//! | `VmbChannelSaveEnd` | dropping a [`SaveSession`](channel::save_restore::SaveSession) |
+//! | `VmbChannelUnmapGpadl` | dropping a [`GpadlMapping`](channel::gpadl::GpadlMapping) |
 //! | `VmbConvertVmbusHandleToKernelHandle` | [`Request::convert_vmbus_handle`], [`UserHandle::to_kernel_handle`], [`DeferredHandle::to_kernel_handle`] (and their `_with` forms for a table backend) |
-//!
-//! Every other KMCL function (GPADLs, outgoing packet objects, save/restore) is reachable
-//! through the [`dispatch`] traits, as `unsafe` raw calls.
+//! | `VmbPacketRestore` | [`PacketToRestore::restore`](channel::save_restore::PacketToRestore::restore), from [`SaveRestoreHandler::restore_packet`](channel::save_restore::SaveRestoreHandler::restore_packet) |
+//! | `VmbServerChannelInitSetFlags` | [`ServerBuilder::set_server_flags`](channel::ChannelBuilder::set_server_flags) |
+//! | `VmbServerChannelInitSetMmioMegabytes` | [`ServerBuilder::set_mmio_megabytes`](channel::ChannelBuilder::set_mmio_megabytes) |
+//! | `VmbServerChannelInitSetSaveRestorePacketCallbacks` | [`ServerBuilder::set_save_restore_callbacks`](channel::ChannelBuilder::set_save_restore_callbacks), with a [`SaveRestoreHandler`](channel::save_restore::SaveRestoreHandler) |
+//! | `VmbServerChannelInitSetTargetInterfaceId` | [`ServerBuilder::set_interface_id`](channel::ChannelBuilder::set_interface_id) |
+//! | `VmbServerChannelInitSetTargetVtl` | [`ServerBuilder::set_target_vtl`](channel::ChannelBuilder::set_target_vtl) |
+//! | `VmbServerChannelInitSetVmbusHandle` | [`ServerBuilder::set_vmbus_handle`](channel::ChannelBuilder::set_vmbus_handle) |
 //!
 //! # Linking: exports or tables
 //!
@@ -199,7 +227,7 @@ pub mod process;
 pub mod send;
 pub mod status;
 
-pub use channel::DeviceRef;
+pub use channel::{gpadl, save_restore, DeviceRef};
 pub use error::{Error, Result};
 pub use guid::{Guid, GuidParseError};
 pub use handle::KernelHandle;

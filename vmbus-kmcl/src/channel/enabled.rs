@@ -70,8 +70,8 @@ use crate::guid::Guid;
 /// # Ok::<(), vmbus_kmcl::Error>(())
 /// ```
 pub struct Channel<'s, R, H, K: ChannelBackend> {
-    slot: &'s ChannelSlot<'s, H, K>,
-    ops: ChannelOps<R, K>,
+    pub(super) slot: &'s ChannelSlot<'s, H, K>,
+    pub(super) ops: ChannelOps<R, K>,
     _role: PhantomData<R>,
 }
 

@@ -99,9 +99,11 @@ use vmbus_kmcl_sys::{
 
 mod builder;
 mod enabled;
+pub mod gpadl;
 mod handler;
 mod name;
 pub(crate) mod ops;
+pub mod save_restore;
 pub(crate) mod slot;
 
 pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
