@@ -11,38 +11,21 @@
 
 use std::io::Write;
 use std::pin::pin;
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use echo_protocol::{SetVm, MAX_PAYLOAD};
 use echo_vsc::{EchoVsc, Negotiation, SharedPage};
-use echo_vsp::{EchoVsp, MapSystem, SavedState};
-use vmbus_kmcl::channel::gpadl::{Access, GpadlMapping, SharedMemory};
+use echo_vsp::{EchoVsp, SavedState};
 use vmbus_kmcl::channel::{Channel, ChannelSlot, Client};
-use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked};
-use vmbus_kmcl::{DeviceRef, KernelHandle, Request};
+use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+use vmbus_kmcl::KernelHandle;
 use vmbus_kmcl_sim::nt::Process;
 use vmbus_kmcl_sim::Bus;
 use zerocopy::IntoBytes;
 
-/// The sim's stand-in for `MmGetSystemAddressForMdlSafe`: the bytes of a mapped GPADL.
-struct SimMapper;
-
-impl MapSystem for SimMapper {
-    fn memory<'m, A: Access, K: KmclServer + Copy>(
-        &self,
-        mapping: &'m GpadlMapping<'_, A, K>,
-    ) -> Option<SharedMemory<'m, A>> {
-        // SAFETY: the MDL of a live mapping (the borrow of `mapping`); the slice is only used
-        // to take its address and length below.
-        let bytes = unsafe { vmbus_kmcl_sim::mdl_bytes(mapping.as_raw()) }?;
-        let len = bytes.len();
-        let address = NonNull::new(bytes.as_mut_ptr())?;
-        // SAFETY: `address` maps the GPADL's `len` bytes while the mapping lives.
-        Some(unsafe { mapping.memory(address, len) })
-    }
-}
+mod sim;
+use sim::SimMapper;
 
 /// The demo's options.
 struct Options {
@@ -83,10 +66,7 @@ fn worker_ioctl(bus: &Bus, worker: &Process, trace: bool) -> Result<KernelHandle
     };
     let entered = worker.enter();
     let irp = entered.issue_irp();
-    // SAFETY: the simulated IRP outlives the request, which is dropped at the end of this
-    // function.
-    let request = unsafe { Request::from_raw(NonNull::new(irp.as_ptr()).expect("an IRP")) };
-    let vm = echo_vsp::vm_from_ioctl(&Linked, &request, input.as_bytes())
+    let vm = echo_vsp::vm_from_ioctl(&Linked, &sim::request(&irp), input.as_bytes())
         .map_err(|e| format!("IOCTL_ECHO_SET_VM failed: {e}"))?;
     drop(entered);
     // The worker's own handle stays the worker's; the kernel handle is the driver's.
@@ -168,14 +148,9 @@ fn row(name: &str, value: impl std::fmt::Display) {
 
 fn run(options: &Options) -> Result<(), String> {
     let bus = Bus::new();
-    // SAFETY: the sim's device objects live as long as the bus.
-    let root = unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).expect("root")) };
-    // SAFETY: as above.
-    let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).expect("guest")) };
-    // SAFETY: the sim's table stands for a successful IRP_MN_QUERY_INTERFACE whose reference
-    // is handed over; the VSC reaches KMCL only through it, as in its kernel image.
-    let table = unsafe { ClientInterface::from_raw(bus.client_interface()) }
-        .map_err(|e| format!("client interface: {e}"))?;
+    let (root, guest) = sim::devices(&bus);
+    // The VSC reaches KMCL only through the queried table, as in its kernel image.
+    let table = sim::client_table(&bus).map_err(|e| format!("client interface: {e}"))?;
     let worker = Process::with_windows_handle_numbering("vmwp.exe");
     let err = |what: &'static str| move |e: vmbus_kmcl::Error| format!("{what}: {e}");
 
@@ -245,7 +220,7 @@ fn run(options: &Options) -> Result<(), String> {
             .map_err(|e| format!("restore: {e:?}"))?;
         save_time = save_started.elapsed();
         println!(
-            "5. VSP saved ({} chunks, {} bytes, version {}) and restored into a fresh channel in {:.1?}",
+            "5. VSP saved (chunks: {}, {} bytes, version {}) and restored into a fresh channel in {:.1?}",
             chunks,
             saved_len,
             saved.version.map_or("none".to_owned(), |v| v.to_string()),

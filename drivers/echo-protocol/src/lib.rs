@@ -9,7 +9,8 @@
 //!    [`VersionResponse`] with the version both use (the same major, the smaller minor) or a
 //!    refusal.
 //! 2. The client sends echo requests, each answered by an [`EchoResponse`] header followed by
-//!    the payload:
+//!    the payload, or by an [`ErrorResponse`] when the server cannot serve it (no version
+//!    agreed, the GPADL range unreadable); a malformed message is failed instead:
 //!    - [`EchoInline`]: the payload follows the header in the same packet;
 //!    - [`EchoGpadl`]: the payload lies in a GPADL the client shares; the server reads it there.
 //!
@@ -124,6 +125,8 @@ pub enum Kind {
     EchoInline = 2,
     /// [`EchoGpadl`] / [`EchoResponse`].
     EchoGpadl = 3,
+    /// [`ErrorResponse`]: a well-formed request the server cannot serve.
+    Error = 4,
 }
 
 impl Kind {
@@ -132,6 +135,7 @@ impl Kind {
             1 => Ok(Self::Version),
             2 => Ok(Self::EchoInline),
             3 => Ok(Self::EchoGpadl),
+            4 => Ok(Self::Error),
             other => Err(ProtocolError::UnknownKind(other)),
         }
     }
@@ -209,6 +213,29 @@ pub struct EchoResponse {
     pub length: U32,
     /// Zero.
     pub reserved: U32,
+}
+
+/// Server → client: a well-formed request the server refuses (a malformed one is failed
+/// instead, which stops the channel's incoming queue).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ErrorResponse {
+    /// Kind [`Kind::Error`] and the request's sequence number.
+    pub header: Header,
+    /// A [`Refusal`].
+    pub code: U32,
+    /// Zero.
+    pub reserved: U32,
+}
+
+/// Why the server refused a well-formed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Refusal {
+    /// An echo before a version was agreed.
+    NotNegotiated = 1,
+    /// The GPADL is unknown, cannot be mapped, or the range is outside it.
+    GpadlUnavailable = 2,
 }
 
 /// Why bytes are not a valid message.
@@ -352,6 +379,7 @@ impl<'a> Request<'a> {
                     length: m.length.get(),
                 })
             }
+            Kind::Error => Err(ProtocolError::UnknownKind(Kind::Error as u32)),
         }
     }
 }
@@ -367,6 +395,13 @@ pub enum Response<'a> {
         accepted: bool,
         /// The version in use (the server's own when refused).
         version: Version,
+    },
+    /// The server refused the request.
+    Refused {
+        /// The request's sequence number.
+        sequence: u32,
+        /// Why.
+        refusal: Refusal,
     },
     /// An echo.
     Echo {
@@ -398,6 +433,18 @@ impl<'a> Response<'a> {
                     sequence: m.header.sequence.get(),
                     accepted,
                     version: Version::from_wire(m.version.get()),
+                })
+            }
+            Kind::Error => {
+                let m: ErrorResponse = exact(bytes)?;
+                let refusal = match (m.code.get(), m.reserved.get()) {
+                    (1, 0) => Refusal::NotNegotiated,
+                    (2, 0) => Refusal::GpadlUnavailable,
+                    _ => return Err(ProtocolError::Reserved),
+                };
+                Ok(Self::Refused {
+                    sequence: m.header.sequence.get(),
+                    refusal,
                 })
             }
             kind => {
@@ -456,6 +503,15 @@ pub fn version_response(sequence: u32, agreed: Option<Version>, own: Version) ->
         header: header(Kind::Version, sequence),
         accepted: U32::new(u32::from(agreed.is_some())),
         version: U32::new(agreed.unwrap_or(own).to_wire()),
+    }
+}
+
+/// The server's refusal of request `sequence`.
+pub fn error_response(sequence: u32, refusal: Refusal) -> ErrorResponse {
+    ErrorResponse {
+        header: header(Kind::Error, sequence),
+        code: U32::new(refusal as u32),
+        reserved: U32::ZERO,
     }
 }
 
@@ -561,6 +617,18 @@ mod tests {
             Response::parse(&buffer[..n]),
             Ok(Response::Echo { kind: Kind::EchoGpadl, sequence: 4, payload }) if payload == [7; MAX_PAYLOAD]
         ));
+        let e = error_response(5, Refusal::GpadlUnavailable);
+        assert_eq!(
+            Response::parse(e.as_bytes()),
+            Ok(Response::Refused {
+                sequence: 5,
+                refusal: Refusal::GpadlUnavailable
+            })
+        );
+        assert_eq!(
+            Request::parse(e.as_bytes()),
+            Err(ProtocolError::UnknownKind(4))
+        );
         let r = version_response(2, None, Version::CURRENT);
         assert_eq!(
             Response::parse(r.as_bytes()),
@@ -628,7 +696,7 @@ mod tests {
     fn arbitrary_bytes_never_panic() {
         // Every 3-byte prefix pattern over headers of every kind and length field.
         let mut bytes = [0u8; 40];
-        for kind in 0..5u32 {
+        for kind in 0..6u32 {
             for length in [0u32, 1, 8, 24, 256, 257, u32::MAX] {
                 bytes[..4].copy_from_slice(&kind.to_le_bytes());
                 bytes[8..12].copy_from_slice(&length.to_le_bytes());

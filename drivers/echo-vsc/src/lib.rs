@@ -17,7 +17,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
-use echo_protocol::{Kind, ProtocolError, Response, Version, MAX_MESSAGE, MAX_PAYLOAD};
+use echo_protocol::{Kind, ProtocolError, Refusal, Response, Version, MAX_MESSAGE, MAX_PAYLOAD};
 use vmbus_kmcl::channel::gpadl::{GpadlCell, GpadlFlags, GpadlHandle, SharedBuffer};
 use vmbus_kmcl::channel::{
     Channel, ChannelSlot, Client, ClientBuilder, Handler, OpenView, PostStartedView,
@@ -56,6 +56,13 @@ pub enum EchoError {
     },
     /// No version is agreed (yet, or the server refused ours).
     NotNegotiated,
+    /// The server refused the request.
+    Refused {
+        /// The request's sequence number.
+        sequence: u32,
+        /// Why.
+        refusal: Refusal,
+    },
     /// The channel's GPADL does not exist (the open failed to share the page).
     NoGpadl,
 }
@@ -68,6 +75,9 @@ impl fmt::Display for EchoError {
             Self::Protocol(error) => write!(f, "malformed reply: {error}"),
             Self::Mismatch { sequence } => write!(f, "reply {sequence} does not match its request"),
             Self::NotNegotiated => f.write_str("no protocol version agreed"),
+            Self::Refused { sequence, refusal } => {
+                write!(f, "the server refused request {sequence}: {refusal:?}")
+            }
             Self::NoGpadl => f.write_str("no shared page"),
         }
     }
@@ -258,6 +268,10 @@ fn exchange<K: ChannelBackend>(
             sequence: s,
             payload: echoed,
         } if k == kind && s == sequence && echoed == payload => Ok(()),
+        Response::Refused {
+            sequence: s,
+            refusal,
+        } if s == sequence => Err(EchoError::Refused { sequence, refusal }),
         _ => Err(EchoError::Mismatch { sequence }),
     }
 }

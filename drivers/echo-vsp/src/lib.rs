@@ -9,8 +9,10 @@
 //!    that sent the IRP (the seed flow).
 //! 2. [`offer`]: a server channel bound to that VM, offered and started.
 //! 3. [`EchoVsp`]: the channel handler: answers the version negotiation, echoes inline requests
-//!    and requests whose payload is in a GPADL of the client, fails every malformed packet
-//!    (and every echo before a version is agreed).
+//!    and requests whose payload is in a GPADL of the client, refuses (with an error response)
+//!    an echo before a version is agreed or of an unreadable GPADL range, and fails every
+//!    malformed packet (KMCL then stops the channel's incoming queue: a peer that sends
+//!    malformed bytes is not served further).
 //! 4. [`save`] and [`offer_restored`]: the channel state through KMCL's save protocol into
 //!    caller storage, and a fresh channel restored from it.
 #![no_std]
@@ -21,7 +23,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use echo_protocol::{
-    Kind, ProtocolError, Request as EchoRequest, Version, MAX_MESSAGE, MAX_PAYLOAD,
+    Kind, ProtocolError, Refusal, Request as EchoRequest, Version, MAX_MESSAGE, MAX_PAYLOAD,
 };
 use vmbus_kmcl::channel::gpadl::{Access, GpadlHandle, GpadlMapping, SharedMemory};
 use vmbus_kmcl::channel::save_restore::{
@@ -61,7 +63,10 @@ pub struct Counters {
     pub inline_bytes: AtomicU64,
     /// Payload bytes read through a GPADL and echoed.
     pub gpadl_bytes: AtomicU64,
-    /// Packets failed: malformed, before a version, or an unreadable GPADL range.
+    /// Well-formed requests refused with an error response: an echo before a version, or an
+    /// unreadable GPADL range.
+    pub refused: AtomicU64,
+    /// Malformed packets failed (which stops the channel's incoming queue).
     pub failed: AtomicU64,
 }
 
@@ -83,6 +88,7 @@ impl<M: MapSystem> EchoVsp<M> {
                 echoes: AtomicU64::new(0),
                 inline_bytes: AtomicU64::new(0),
                 gpadl_bytes: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             },
         }
@@ -110,7 +116,7 @@ impl<M: MapSystem> EchoVsp<M> {
         &self.counters
     }
 
-    /// Builds the response to one request into `out`; `None` fails the packet.
+    /// Builds the response to one request into `out`; `None` for a malformed packet.
     fn answer<K: ChannelBackend + KmclServer + Copy>(
         &self,
         channel: &OpenView<'_, Server, K>,
@@ -118,19 +124,28 @@ impl<M: MapSystem> EchoVsp<M> {
         out: &mut [u8; MAX_MESSAGE],
     ) -> Option<usize> {
         let request = EchoRequest::parse(data).ok()?;
-        if let EchoRequest::Version { sequence, offered } = request {
-            let agreed = Version::CURRENT.negotiate(offered);
-            self.version
-                .store(agreed.map_or(0, Version::to_wire), Ordering::Relaxed);
-            self.counters.versions.fetch_add(1, Ordering::Relaxed);
-            let response = echo_protocol::version_response(sequence, agreed, Version::CURRENT);
-            let bytes = response.as_bytes();
-            out.get_mut(..bytes.len())?.copy_from_slice(bytes);
-            return Some(bytes.len());
-        }
-        // Echoes only after a version is agreed.
-        self.version()?;
-        let n = match request {
+        let refuse = |out: &mut [u8; MAX_MESSAGE], sequence, refusal| {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            copy(
+                out,
+                echo_protocol::error_response(sequence, refusal).as_bytes(),
+            )
+        };
+        match request {
+            EchoRequest::Version { sequence, offered } => {
+                let agreed = Version::CURRENT.negotiate(offered);
+                self.version
+                    .store(agreed.map_or(0, Version::to_wire), Ordering::Relaxed);
+                self.counters.versions.fetch_add(1, Ordering::Relaxed);
+                let response = echo_protocol::version_response(sequence, agreed, Version::CURRENT);
+                copy(out, response.as_bytes())
+            }
+            // Echoes only after a version is agreed.
+            EchoRequest::Inline { sequence, .. } | EchoRequest::Gpadl { sequence, .. }
+                if self.version().is_none() =>
+            {
+                refuse(out, sequence, Refusal::NotNegotiated)
+            }
             EchoRequest::Inline { sequence, payload } => {
                 let n =
                     echo_protocol::encode_echo_response(out, Kind::EchoInline, sequence, payload)
@@ -138,7 +153,8 @@ impl<M: MapSystem> EchoVsp<M> {
                 self.counters
                     .inline_bytes
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                n
+                self.counters.echoes.fetch_add(1, Ordering::Relaxed);
+                Some(n)
             }
             EchoRequest::Gpadl {
                 sequence,
@@ -149,19 +165,22 @@ impl<M: MapSystem> EchoVsp<M> {
                 let mut payload = [0u8; MAX_PAYLOAD];
                 // CAST: at most MAX_PAYLOAD (checked by the parser).
                 let payload = &mut payload[..length as usize];
-                self.read_gpadl(channel, GpadlHandle::from_raw(gpadl), offset, payload)?;
+                if self
+                    .read_gpadl(channel, GpadlHandle::from_raw(gpadl), offset, payload)
+                    .is_none()
+                {
+                    return refuse(out, sequence, Refusal::GpadlUnavailable);
+                }
                 let n =
                     echo_protocol::encode_echo_response(out, Kind::EchoGpadl, sequence, payload)
                         .ok()?;
                 self.counters
                     .gpadl_bytes
                     .fetch_add(u64::from(length), Ordering::Relaxed);
-                n
+                self.counters.echoes.fetch_add(1, Ordering::Relaxed);
+                Some(n)
             }
-            EchoRequest::Version { .. } => return None,
-        };
-        self.counters.echoes.fetch_add(1, Ordering::Relaxed);
-        Some(n)
+        }
     }
 
     /// Copies `out.len()` bytes at `offset` of the client's GPADL, mapped for the copy;
@@ -180,6 +199,12 @@ impl<M: MapSystem> EchoVsp<M> {
         // CAST: u32 to usize, lossless on the driver targets.
         memory.read(offset as usize, out).ok()
     }
+}
+
+/// Copies `message` to the start of `out`; returns its length.
+fn copy(out: &mut [u8; MAX_MESSAGE], message: &[u8]) -> Option<usize> {
+    out.get_mut(..message.len())?.copy_from_slice(message);
+    Some(message.len())
 }
 
 impl<M: MapSystem, K: ChannelBackend + KmclServer + Copy> Handler<Server, K> for EchoVsp<M> {
