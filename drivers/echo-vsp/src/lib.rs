@@ -35,6 +35,8 @@ use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{Error, Guid, KernelHandle, Request};
 use zerocopy::IntoBytes;
 
+pub use echo_protocol::IOCTL_ECHO_SET_VM;
+
 /// The channel's interface type.
 pub const INTERFACE_TYPE: Guid = Guid::from_u128(echo_protocol::INTERFACE_TYPE);
 /// The channel's interface instance.
