@@ -8,8 +8,8 @@ use std::pin::pin;
 use echo_protocol::{ProtocolError, SetVm, Version};
 use echo_vsc::{EchoError, EchoVsc, Negotiation, SharedPage};
 use echo_vsp::{EchoVsp, IoctlError};
-use vmbus_kmcl::channel::ChannelSlot;
-use vmbus_kmcl::dispatch::Linked;
+use vmbus_kmcl::channel::{Channel, ChannelSlot, Client, Server};
+use vmbus_kmcl::dispatch::{ClientInterface, Linked};
 use vmbus_kmcl::send::{InlineFlags, Outcome, Timeout};
 use vmbus_kmcl::{Error, KernelHandle};
 use vmbus_kmcl_sim::nt::{Irp, Process};
@@ -185,8 +185,12 @@ fn echoes_inline_and_through_the_gpadl_then_save_restore_and_resume() {
     bus.assert_no_leaks();
 }
 
-#[test]
-fn another_major_version_is_refused_and_no_echo_is_sent() {
+type VspChannel<'s> = Channel<'s, Server, EchoVsp<SimMapper>, Linked>;
+type VscChannel<'s, 'b, 't> = Channel<'s, Client, EchoVsc<'b>, &'t ClientInterface>;
+
+/// The VSP offered (bound to no VM), a VSC offering `offered` opened through the client
+/// table, `scenario` run on both; then both close and nothing leaks.
+fn with_pair(offered: Version, scenario: impl FnOnce(&VspChannel<'_>, &VscChannel<'_, '_, '_>)) {
     let bus = Bus::new();
     let (root, guest) = sim::devices(&bus);
     let table = sim::client_table(&bus).unwrap();
@@ -194,21 +198,29 @@ fn another_major_version_is_refused_and_no_echo_is_sent() {
     {
         let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, EchoVsp::new(SimMapper)));
         let vsp = echo_vsp::offer(vsp_slot.as_mut(), None).unwrap();
-        let future = Version { major: 2, minor: 0 };
-        let mut vsc_slot = pin!(ChannelSlot::new(
-            guest,
-            &table,
-            EchoVsc::offering(&page, future)
-        ));
+        let vsc = EchoVsc::offering(&page, offered);
+        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, vsc));
         let vsc = echo_vsc::open(vsc_slot.as_mut()).unwrap();
         bus.run_until_idle();
+        scenario(&vsp, &vsc);
+        drop(vsc);
+        drop(vsp);
+    }
+    drop(table);
+    assert_eq!(bus.take_violations(), Vec::<String>::new());
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn another_major_version_is_refused_and_no_echo_is_sent() {
+    with_pair(Version { major: 2, minor: 0 }, |vsp, vsc| {
         assert_eq!(
             vsc.handler().negotiation(),
             Negotiation::Refused(Version::CURRENT)
         );
         assert_eq!(vsp.handler().version(), None);
         assert_eq!(
-            echo_vsc::echo_inline(&vsc, 1, b"x"),
+            echo_vsc::echo_inline(vsc, 1, b"x"),
             Err(EchoError::NotNegotiated)
         );
         // A client that ignores the refusal is refused by the VSP.
@@ -238,26 +250,13 @@ fn another_major_version_is_refused_and_no_echo_is_sent() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        drop(vsc);
-        drop(vsp);
-    }
-    drop(table);
-    bus.assert_no_leaks();
+    });
 }
 
 #[test]
 fn a_malformed_packet_is_failed_and_the_channel_serves_no_more() {
-    let bus = Bus::new();
-    let (root, guest) = sim::devices(&bus);
-    let table = sim::client_table(&bus).unwrap();
-    let page = SharedPage::new();
-    {
-        let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, EchoVsp::new(SimMapper)));
-        let vsp = echo_vsp::offer(vsp_slot.as_mut(), None).unwrap();
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, EchoVsc::new(&page)));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).unwrap();
-        bus.run_until_idle();
-        echo_vsc::echo_inline(&vsc, 1, b"fine").unwrap();
+    with_pair(Version::CURRENT, |vsp, vsc| {
+        echo_vsc::echo_inline(vsc, 1, b"fine").unwrap();
         let mut reply = [0u8; 16];
         assert_eq!(
             vsc.send_request(
@@ -294,9 +293,5 @@ fn a_malformed_packet_is_failed_and_the_channel_serves_no_more() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        drop(vsc);
-        drop(vsp);
-    }
-    drop(table);
-    bus.assert_no_leaks();
+    });
 }
