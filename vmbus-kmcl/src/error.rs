@@ -184,11 +184,12 @@ impl Error {
             | Self::NoExternalData
             | Self::OutOfRange
             | Self::GpadlCellOutsideSlot => NtStatus::INVALID_PARAMETER,
-            Self::GpadlCellInUse | Self::GpadlAlreadyMapped => NtStatus::INVALID_DEVICE_STATE,
+            Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
+            Self::StorageInUse | Self::GpadlCellInUse | Self::GpadlAlreadyMapped => {
+                NtStatus::INVALID_DEVICE_STATE
+            }
             Self::GpadlReadOnly => NtStatus::ACCESS_DENIED,
             Self::TooManyMappings | Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
-            Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
-            Self::StorageInUse => NtStatus::INVALID_DEVICE_STATE,
         }
     }
 }

@@ -16,7 +16,7 @@ use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{guid, DeviceRef, Guid, NtStatus, Request, Result};
 use vmbus_kmcl_sys::{HANDLE, KMCL_CLIENT_INTERFACE_V1, KMCL_SERVER_INTERFACE_V1, NTSTATUS, PVOID};
 
-#[path = "../../../drivers/seed-vsp/src/rt.rs"]
+#[path = "../../../drivers/images/glue/rt.rs"]
 mod rt;
 
 const ECHO: Guid = guid!("8f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b");
