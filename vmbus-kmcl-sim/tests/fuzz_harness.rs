@@ -1,6 +1,11 @@
 //! The hostile-guest harness (`fuzz` feature): a correct VSP survives random inputs, and each
 //! kind of VSP bug the harness exists for is reported as a finding (a panic naming it).
 #![cfg(feature = "fuzz")]
+#![allow(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "the VSP's setup is a sequence of raw KMCL calls with one precondition: a fresh \
+              channel of a live bus, stated once for the block"
+)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
