@@ -1,5 +1,5 @@
-//! GPADLs (fact sheet §6.1 #3-#5, §6.2 #42/#47, §7.5) and save/restore (§6.2 #43-#46, #49,
-//! C8/C9, §7.6).
+//! GPADLs (create, delete, map, unmap) and save/restore (begin, continue, end, restore, the
+//! per-packet callbacks), as KMCL documents them.
 #![allow(
     clippy::multiple_unsafe_ops_per_block,
     reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \

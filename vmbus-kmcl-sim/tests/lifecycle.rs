@@ -1,4 +1,4 @@
-//! Channel lifecycle against the KMCL state model (fact sheet §7): pairing by GUIDs, the order
+//! Channel lifecycle against the documented KMCL state model: pairing by GUIDs, the order
 //! of the state callbacks, pause/start, disable/rescind, re-enable, and opening failures.
 #![allow(
     clippy::multiple_unsafe_ops_per_block,

@@ -1,5 +1,5 @@
 //! Packets, completions, rings, quota, deferral, failure, external data and synchronous
-//! requests (fact sheet §6.1 #18-#41, §7.3, §7.4).
+//! requests, as KMCL documents them.
 #![allow(
     clippy::multiple_unsafe_ops_per_block,
     reason = "tests drive sequences of raw KMCL calls whose preconditions are the same: live \

@@ -316,7 +316,7 @@ mod wdk_build_config {
 
     /// The clang arguments that `BuilderExt::wdk_default` gives wdk-sys's bindgen builder.
     ///
-    /// wdk-build 0.4 configures a bindgen 0.71 `Builder`, a different type from this crate's
+    /// wdk-build 0.6 configures a bindgen 0.73 `Builder`, a different type from this crate's
     /// bindgen 0.72 one, so its builder cannot be extended directly; its clang arguments (what
     /// decides how the headers are parsed) are taken over from its command line instead. If
     /// `wdk_default` fails (it looks wdk-build up with `cargo metadata`, which may not list an

@@ -1,4 +1,4 @@
-//! The generated declarations against the fact sheet of the documented KMCL API: every function,
+//! The generated declarations against the documented KMCL API: every function,
 //! callback type, structure and constant, with the C signature spelled out here independently of
 //! the header (parameter order and widths, GUIDs by value where documented).
 

@@ -112,6 +112,13 @@ pub extern "C" fn VmbChannelDisable(channel: VMBCHANNEL) {
     black_box(channel);
 }
 
+/// Null `VmbChannelDeleteGpadl`: the closed trampoline references it (it deletes the GPADLs a
+/// handler still holds); the bench never makes one.
+#[no_mangle]
+pub extern "C" fn VmbChannelDeleteGpadl(channel: VMBCHANNEL, gpadl: u32) {
+    black_box((channel, gpadl));
+}
+
 /// Null backend of `VmbChannelGetPointer`.
 #[no_mangle]
 #[inline(never)]

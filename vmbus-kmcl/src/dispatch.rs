@@ -1230,7 +1230,7 @@ impl fmt::Display for KmclFunction {
 pub trait ChannelBackend: Kmcl + Copy + Send + Sync + sealed::Sealed {}
 
 pub(crate) mod sealed {
-    use vmbus_kmcl_sys::{PVOID, VMBCHANNEL};
+    use vmbus_kmcl_sys::{PVOID, VMBCHANNEL, VMBPACKET};
 
     /// What a channel backend does besides the KMCL calls; private to the crate.
     pub trait Sealed {
@@ -1244,6 +1244,15 @@ pub(crate) mod sealed {
         /// `channel` is a live channel allocated through a backend of this type after
         /// [`Sealed::prepare`] succeeded for it.
         unsafe fn pointer_of(channel: VMBCHANNEL) -> PVOID;
+
+        /// `VmbPacketGetPointer(packet)`, without a backend value (for the completion
+        /// routines of outgoing packets).
+        ///
+        /// # Safety
+        ///
+        /// `packet` is a live packet object of a channel allocated through a backend of this
+        /// type after [`Sealed::prepare`] succeeded for it.
+        unsafe fn packet_pointer_of(packet: VMBPACKET) -> PVOID;
     }
 }
 
@@ -1289,6 +1298,48 @@ unsafe fn table_pointer_of(channel: VMBCHANNEL) -> PVOID {
     unsafe { get_pointer(channel) }
 }
 
+/// The `VmbPacketGetPointer` entry of the tables that channels were allocated through (NULL
+/// before the first), recorded like [`TABLE_GET_POINTER`].
+static TABLE_PACKET_GET_POINTER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// The function type of `VmbPacketGetPointer`.
+type PacketGetPointerFn = unsafe extern "C" fn(VMBPACKET) -> PVOID;
+
+/// Records both pointer getters of a table (see [`record_table_get_pointer`]).
+fn record_table_getters(channel: GetPointerFn, packet: PacketGetPointerFn) -> Result<()> {
+    use core::sync::atomic::Ordering;
+    // CAST: a function pointer kept as a data pointer, turned back by `table_packet_pointer_of`.
+    let entry = packet as *mut ();
+    // A failed exchange means a table recorded its entry first, which serves as well.
+    let _ = TABLE_PACKET_GET_POINTER.compare_exchange(
+        core::ptr::null_mut(),
+        entry,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    record_table_get_pointer(channel)
+}
+
+/// `VmbPacketGetPointer(packet)` through the recorded table entry (NULL if none was recorded).
+///
+/// # Safety
+///
+/// `packet` is a live packet object of a channel allocated through a table whose entry was
+/// recorded.
+unsafe fn table_packet_pointer_of(packet: VMBPACKET) -> PVOID {
+    let entry = TABLE_PACKET_GET_POINTER.load(core::sync::atomic::Ordering::Acquire);
+    if entry.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a non-NULL value of the slot is a `PacketGetPointerFn` stored by
+    // `record_table_getters`, cast back to its own type.
+    let get_pointer = unsafe { core::mem::transmute::<*mut (), PacketGetPointerFn>(entry) };
+    // SAFETY: the recorded entry is `VmbPacketGetPointer` of the KMCL that made `packet`,
+    // which is live (caller).
+    unsafe { get_pointer(packet) }
+}
+
 #[cfg(any(
     doc,
     feature = "vmbkmcl",
@@ -1306,6 +1357,12 @@ impl sealed::Sealed for Linked {
         // SAFETY: a live channel of the linked KMCL (caller).
         unsafe { sys::VmbChannelGetPointer(channel) }
     }
+
+    #[inline]
+    unsafe fn packet_pointer_of(packet: VMBPACKET) -> PVOID {
+        // SAFETY: a live packet object of the linked KMCL (caller).
+        unsafe { sys::VmbPacketGetPointer(packet) }
+    }
 }
 
 linked_only! {
@@ -1315,7 +1372,7 @@ linked_only! {
 impl sealed::Sealed for &ClientInterface {
     #[inline]
     fn prepare(self) -> Result<()> {
-        record_table_get_pointer(self.fns.channel_get_pointer)
+        record_table_getters(self.fns.channel_get_pointer, self.fns.packet_get_pointer)
     }
 
     #[inline]
@@ -1323,6 +1380,13 @@ impl sealed::Sealed for &ClientInterface {
         // SAFETY: `prepare` recorded this backend's entry before the channel was allocated
         // (caller).
         unsafe { table_pointer_of(channel) }
+    }
+
+    #[inline]
+    unsafe fn packet_pointer_of(packet: VMBPACKET) -> PVOID {
+        // SAFETY: `prepare` recorded this backend's entry before the packet's channel was
+        // allocated (caller).
+        unsafe { table_packet_pointer_of(packet) }
     }
 }
 
@@ -1331,7 +1395,10 @@ impl ChannelBackend for &ClientInterface {}
 impl sealed::Sealed for &ServerInterface {
     #[inline]
     fn prepare(self) -> Result<()> {
-        record_table_get_pointer(self.client.channel_get_pointer)
+        record_table_getters(
+            self.client.channel_get_pointer,
+            self.client.packet_get_pointer,
+        )
     }
 
     #[inline]
@@ -1339,6 +1406,13 @@ impl sealed::Sealed for &ServerInterface {
         // SAFETY: `prepare` recorded this backend's entry before the channel was allocated
         // (caller).
         unsafe { table_pointer_of(channel) }
+    }
+
+    #[inline]
+    unsafe fn packet_pointer_of(packet: VMBPACKET) -> PVOID {
+        // SAFETY: `prepare` recorded this backend's entry before the packet's channel was
+        // allocated (caller).
+        unsafe { table_packet_pointer_of(packet) }
     }
 }
 

@@ -99,6 +99,39 @@ pub enum Error {
     /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`), so there is none to fetch.
     #[error("the packet carries no external data")]
     NoExternalData,
+    /// An offset and length reach past the end of shared memory.
+    #[error("the range is outside the memory")]
+    OutOfRange,
+    /// A [`GpadlCell`](crate::channel::gpadl::GpadlCell) is not inside the slot of the
+    /// channel it was used with (it must be part of that channel's handler).
+    #[error("the GPADL cell is not part of the channel's handler")]
+    GpadlCellOutsideSlot,
+    /// A [`GpadlCell`](crate::channel::gpadl::GpadlCell) already holds a GPADL.
+    #[error("the GPADL cell already holds a GPADL")]
+    GpadlCellInUse,
+    /// A write mapping was asked for a GPADL the client created read-only.
+    #[error("the GPADL is read-only")]
+    GpadlReadOnly,
+    /// The GPADL is mapped on this channel already (KMCL allows one mapping at a time).
+    #[error("the GPADL is mapped already")]
+    GpadlAlreadyMapped,
+    /// As many GPADL mappings exist as the driver can track
+    /// ([`MAX_MAPPINGS`](crate::channel::gpadl::MAX_MAPPINGS)).
+    #[error("too many GPADL mappings exist")]
+    TooManyMappings,
+    /// KMCL had no packet object to give (`VmbPacketAllocate` returned NULL).
+    #[error("KMCL could not allocate a packet object")]
+    AllocationFailed,
+    /// Caller storage for a packet object is smaller than `VmbChannelSizeofPacket` of the
+    /// channel.
+    #[error("packet storage too small: the channel needs {required} bytes")]
+    StorageTooSmall {
+        /// The bytes the channel's packet objects need.
+        required: u32,
+    },
+    /// Caller storage whose packet object exists already (taken, or in flight).
+    #[error("the packet storage is in use")]
+    StorageInUse,
 }
 
 impl Error {
@@ -126,6 +159,12 @@ impl Error {
     /// | [`IrqlTooHigh`](Self::IrqlTooHigh) | `STATUS_INVALID_DEVICE_STATE` |
     /// | [`MissingTableEntry`](Self::MissingTableEntry), [`InterfaceTableMismatch`](Self::InterfaceTableMismatch) | `STATUS_NOT_SUPPORTED` |
     /// | [`MmioBothZero`](Self::MmioBothZero), [`InvalidVtl`](Self::InvalidVtl), [`UndefinedFlags`](Self::UndefinedFlags) | `STATUS_INVALID_PARAMETER` |
+    /// | [`NoExternalData`](Self::NoExternalData), [`OutOfRange`](Self::OutOfRange), [`GpadlCellOutsideSlot`](Self::GpadlCellOutsideSlot) | `STATUS_INVALID_PARAMETER` |
+    /// | [`GpadlCellInUse`](Self::GpadlCellInUse), [`GpadlAlreadyMapped`](Self::GpadlAlreadyMapped) | `STATUS_INVALID_DEVICE_STATE` |
+    /// | [`GpadlReadOnly`](Self::GpadlReadOnly) | `STATUS_ACCESS_DENIED` |
+    /// | [`TooManyMappings`](Self::TooManyMappings), [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
+    /// | [`StorageTooSmall`](Self::StorageTooSmall) | `STATUS_BUFFER_TOO_SMALL` |
+    /// | [`StorageInUse`](Self::StorageInUse) | `STATUS_INVALID_DEVICE_STATE` |
     pub const fn status(self) -> NtStatus {
         match self {
             Self::Status(status) | Self::Unexpected(status) => status,
@@ -142,7 +181,14 @@ impl Error {
             Self::MmioBothZero
             | Self::InvalidVtl { .. }
             | Self::UndefinedFlags { .. }
-            | Self::NoExternalData => NtStatus::INVALID_PARAMETER,
+            | Self::NoExternalData
+            | Self::OutOfRange
+            | Self::GpadlCellOutsideSlot => NtStatus::INVALID_PARAMETER,
+            Self::GpadlCellInUse | Self::GpadlAlreadyMapped => NtStatus::INVALID_DEVICE_STATE,
+            Self::GpadlReadOnly => NtStatus::ACCESS_DENIED,
+            Self::TooManyMappings | Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
+            Self::StorageTooSmall { .. } => NtStatus::BUFFER_TOO_SMALL,
+            Self::StorageInUse => NtStatus::INVALID_DEVICE_STATE,
         }
     }
 }
@@ -192,6 +238,13 @@ mod tests {
             (Error::RequestorMismatch, NtStatus::ACCESS_DENIED),
             (Error::NotFromUserMode, NtStatus::INVALID_DEVICE_REQUEST),
             (Error::NotAUserHandle, NtStatus::INVALID_HANDLE),
+            (Error::OutOfRange, NtStatus::INVALID_PARAMETER),
+            (Error::GpadlCellOutsideSlot, NtStatus::INVALID_PARAMETER),
+            (Error::GpadlCellInUse, NtStatus::INVALID_DEVICE_STATE),
+            (Error::GpadlAlreadyMapped, NtStatus::INVALID_DEVICE_STATE),
+            (Error::GpadlReadOnly, NtStatus::ACCESS_DENIED),
+            (Error::TooManyMappings, NtStatus::INSUFFICIENT_RESOURCES),
+            (Error::AllocationFailed, NtStatus::INSUFFICIENT_RESOURCES),
             (
                 Error::IrqlTooHigh {
                     current: 2,
@@ -204,6 +257,19 @@ mod tests {
             assert_eq!(error.status(), status);
             assert!(error.status().is_error());
         }
+    }
+
+    #[test]
+    fn send_refusals_have_their_status() {
+        assert_eq!(
+            Error::AllocationFailed.status(),
+            NtStatus::INSUFFICIENT_RESOURCES
+        );
+        assert_eq!(
+            Error::StorageTooSmall { required: 80 }.status(),
+            NtStatus::BUFFER_TOO_SMALL
+        );
+        assert_eq!(Error::StorageInUse.status(), NtStatus::INVALID_DEVICE_STATE);
     }
 
     #[test]

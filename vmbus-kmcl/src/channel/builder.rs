@@ -72,8 +72,8 @@ use crate::status::{to_result, NtStatus};
 /// # Ok::<(), Error>(())
 /// ```
 pub struct ChannelBuilder<'s, R, H, K: ChannelBackend> {
-    slot: &'s ChannelSlot<'s, H, K>,
-    channel: NonNull<VMBCHANNEL__>,
+    pub(super) slot: &'s ChannelSlot<'s, H, K>,
+    pub(super) channel: NonNull<VMBCHANNEL__>,
     _role: PhantomData<R>,
 }
 

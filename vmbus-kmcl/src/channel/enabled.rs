@@ -70,8 +70,8 @@ use crate::guid::Guid;
 /// # Ok::<(), vmbus_kmcl::Error>(())
 /// ```
 pub struct Channel<'s, R, H, K: ChannelBackend> {
-    slot: &'s ChannelSlot<'s, H, K>,
-    ops: ChannelOps<R, K>,
+    pub(super) slot: &'s ChannelSlot<'s, H, K>,
+    pub(super) ops: ChannelOps<R, K>,
     _role: PhantomData<R>,
 }
 
@@ -187,6 +187,18 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
     #[doc(alias = "VmbChannelSendSynchronousRequest")]
     pub fn try_send(&self, message: &[u8]) -> Result<Sent> {
         self.ops.try_send(message)
+    }
+
+    /// The live channel and its backend (for the send path).
+    #[inline(always)]
+    pub(crate) fn ops(&self) -> &ChannelOps<R, K> {
+        &self.ops
+    }
+
+    /// The slot holding the channel and its handler (for the send path).
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &'s ChannelSlot<'s, H, K> {
+        self.slot
     }
 
     /// The handler.

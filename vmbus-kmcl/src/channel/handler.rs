@@ -139,7 +139,8 @@ pub trait Handler<R: Role, K: ChannelBackend>: Sync + Sized {
     }
 
     /// `EvtVmbChannelClosed`: the channel closed (disable, or the peer closing or rescinding).
-    /// PASSIVE_LEVEL.
+    /// PASSIVE_LEVEL. When it returns, the trampoline deletes every GPADL still held in a
+    /// [`GpadlCell`](super::gpadl::GpadlCell) of the handler, as KMCL requires.
     fn closed(&self, channel: &StoppedView<'_, R, K>) {
         let _ = channel;
     }
@@ -158,7 +159,7 @@ pub trait Handler<R: Role, K: ChannelBackend>: Sync + Sized {
 /// It offers the channel's properties, the interrupt latency (client), the MMIO space and a
 /// non-blocking send ([`try_send`](OpenView::try_send)); no pause, start or blocking request.
 pub struct OpenView<'c, R, K> {
-    ops: ChannelOps<R, K>,
+    pub(super) ops: ChannelOps<R, K>,
     _callback: PhantomData<&'c ()>,
 }
 
@@ -171,7 +172,7 @@ pub struct PostStartedView<'c, R, K> {
 /// The view of [`suspend`](Handler::suspend) and [`closed`](Handler::closed): the channel's
 /// properties only (nothing may be sent any more).
 pub struct StoppedView<'c, R, K> {
-    ops: ChannelOps<R, K>,
+    pub(super) ops: ChannelOps<R, K>,
     _callback: PhantomData<&'c ()>,
 }
 
@@ -181,6 +182,12 @@ impl<R: Role, K: ChannelBackend> OpenView<'_, R, K> {
             ops,
             _callback: PhantomData,
         }
+    }
+
+    /// The live channel and its backend (for the send path).
+    #[inline(always)]
+    pub(crate) fn ops(&self) -> &ChannelOps<R, K> {
+        &self.ops
     }
 
     /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
@@ -366,12 +373,17 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
     unsafe extern "C" fn opened(channel: VMBCHANNEL) -> NTSTATUS {
         // SAFETY: KMCL calls this for the live channel it was registered on.
         let (shared, ops) = unsafe { Self::context(channel) };
-        match shared.handler.opened(&OpenView::new(ops)) {
+        let view = OpenView::new(ops);
+        match shared.handler.opened(&view) {
             Ok(()) => {
                 shared.open.store(true, Ordering::Release);
                 NtStatus::SUCCESS.to_raw()
             }
-            Err(error) => refusal(error.status()),
+            Err(error) => {
+                // A refused open never gets a closed callback: GPADLs made in `opened` go now.
+                shared.gpadls.release_all(&view.ops);
+                refusal(error.status())
+            }
         }
     }
 
@@ -380,10 +392,13 @@ impl<R: Role, H: Handler<R, K>, K: ChannelBackend> Trampolines<R, H, K> {
         // SAFETY: KMCL calls this for the live channel it was registered on.
         let (shared, ops) = unsafe { Self::context(channel) };
         shared.open.store(false, Ordering::Release);
-        shared.handler.closed(&StoppedView {
+        let view = StoppedView {
             ops,
             _callback: PhantomData,
-        });
+        };
+        shared.handler.closed(&view);
+        // KMCL requires every GPADL gone by the end of the closed callback.
+        shared.gpadls.release_all(&view.ops);
     }
 
     /// `EvtVmbChannelSuspend`.

@@ -99,10 +99,12 @@ use vmbus_kmcl_sys::{
 
 mod builder;
 mod enabled;
+pub mod gpadl;
 mod handler;
 mod name;
-mod ops;
-mod slot;
+pub(crate) mod ops;
+pub mod save_restore;
+pub(crate) mod slot;
 
 pub use builder::{ChannelBuilder, ClientBuilder, EnableError, ServerBuilder};
 pub use enabled::Channel;

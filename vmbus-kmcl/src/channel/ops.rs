@@ -1,17 +1,17 @@
 //! The calls on a live channel that the enabled channel and the callback views share.
 
 use core::marker::PhantomData;
-use core::ptr::{null_mut, NonNull};
+use core::ptr::NonNull;
 
 use vmbus_kmcl_sys::{
-    GUID, LARGE_INTEGER, PVOID, UINT64, VMBCHANNEL, VMBCHANNEL__,
-    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+    GUID, UINT64, VMBCHANNEL, VMBCHANNEL__, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
 };
 
 use super::{MmioSpace, Sent};
 use crate::dispatch::Kmcl;
 use crate::error::{Error, Result};
 use crate::guid::Guid;
+use crate::send::Outcome;
 use crate::status::NtStatus;
 
 /// A live channel and the backend it was allocated through.
@@ -49,6 +49,12 @@ impl<R, K: Kmcl + Copy> ChannelOps<R, K> {
     #[inline(always)]
     pub(crate) fn non_null(&self) -> NonNull<VMBCHANNEL__> {
         self.channel
+    }
+
+    /// The backend the channel was allocated through.
+    #[inline(always)]
+    pub(crate) fn kmcl(&self) -> K {
+        self.kmcl
     }
 
     pub(crate) fn interface_instance(&self) -> Guid {
@@ -115,86 +121,48 @@ impl<R, K: Kmcl + Copy> ChannelOps<R, K> {
         Ok(original)
     }
 
+    /// [`Channel::post_nowait`](crate::channel::Channel::post_nowait), as a [`Sent`].
     pub(crate) fn try_send(&self, message: &[u8]) -> Result<Sent> {
-        let length = u32::try_from(message.len()).map_err(|_| Error::LengthTooLarge)?;
-        let mut zero = LARGE_INTEGER { QuadPart: 0 };
-        // SAFETY:
-        // - a live channel of this backend (invariant);
-        // - `message` is readable for `length` bytes, which KMCL copies before returning (the
-        //   request does not wait for a completion);
-        // - no response buffer, no external data; the timeout is a readable 0, so the call
-        //   never waits and is allowed up to DISPATCH_LEVEL, and in the root.
-        let status = unsafe {
-            self.kmcl.channel_send_synchronous_request(
-                self.raw(),
-                message.as_ptr().cast_mut().cast(),
-                length,
-                null_mut(),
-                0,
-                null_mut(),
-                null_mut(),
-                &mut zero,
-            )
-        };
-        match NtStatus::from_raw(status) {
-            NtStatus::SUCCESS => Ok(Sent::Queued),
-            NtStatus::BUFFER_OVERFLOW => Ok(Sent::RingFull),
-            _ => Err(Error::from_failed_call(status)),
+        // SAFETY: a live channel of this backend (invariant); the call does not wait.
+        let outcome =
+            unsafe { crate::send::request(self, message, 0, None, crate::send::Timeout::NoQueue) }?;
+        match outcome {
+            Outcome::Completed(_) => Ok(Sent::Queued),
+            Outcome::NotQueued => Ok(Sent::RingFull),
+            Outcome::TimedOut => Err(Error::Status(NtStatus::CANCELLED)),
+            Outcome::DeviceRemoved => Err(Error::Status(NtStatus::DEVICE_REMOVED)),
         }
     }
 
-    /// `VmbChannelSendSynchronousRequest` waiting for the completion.
+    /// [`Channel::send_request`](crate::channel::Channel::send_request) with the outcomes
+    /// other than a completion as errors; `None` waits as long as it takes, a zero duration
+    /// does not queue.
     ///
     /// # Safety
     ///
-    /// A client channel, outside its started callback; the caller runs at PASSIVE_LEVEL.
+    /// A client channel, outside its started callback.
     pub(crate) unsafe fn request<'r>(
         &self,
         request: &[u8],
         response: &'r mut [u8],
         timeout: Option<core::time::Duration>,
     ) -> Result<&'r [u8]> {
-        let length = u32::try_from(request.len()).map_err(|_| Error::LengthTooLarge)?;
-        let capacity = u32::try_from(response.len()).map_err(|_| Error::LengthTooLarge)?;
-        if capacity % 8 != 0 {
-            return Err(Error::LengthNotMultipleOf8 { length: capacity });
-        }
-        let mut timeout = timeout.map(|timeout| {
-            // Relative timeouts are negative counts of 100 ns.
-            let ticks = i64::try_from(timeout.as_nanos() / 100).unwrap_or(i64::MAX);
-            LARGE_INTEGER { QuadPart: -ticks }
-        });
-        let timeout_ptr = match &mut timeout {
-            Some(timeout) => timeout as *mut LARGE_INTEGER,
-            None => null_mut(),
+        let timeout = match timeout {
+            None => crate::send::Timeout::Infinite,
+            Some(core::time::Duration::ZERO) => crate::send::Timeout::NoQueue,
+            Some(duration) => crate::send::Timeout::Relative(duration),
         };
-        let mut filled = capacity;
-        let response_ptr: PVOID = response.as_mut_ptr().cast();
-        // SAFETY:
-        // - a live client channel of this backend (invariant, caller);
-        // - `request` is readable for `length` bytes; `response` is writable for `filled`
-        //   bytes, a multiple of 8 (checked), and `filled` is read and written;
-        // - `timeout_ptr` is NULL or a readable timeout;
-        // - PASSIVE_LEVEL outside the started callback (caller).
-        let status = unsafe {
-            self.kmcl.channel_send_synchronous_request(
-                self.raw(),
-                request.as_ptr().cast_mut().cast(),
-                length,
-                null_mut(),
-                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
-                response_ptr,
-                &mut filled,
-                timeout_ptr,
-            )
+        let flags = VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
+        // SAFETY: a live client channel outside its started callback (caller).
+        let outcome =
+            unsafe { crate::send::request(self, request, flags, Some(&mut *response), timeout) }?;
+        let status = match outcome {
+            Outcome::Completed(filled) => return Ok(&response[..filled]),
+            Outcome::NotQueued => NtStatus::BUFFER_OVERFLOW,
+            Outcome::TimedOut => NtStatus::CANCELLED,
+            Outcome::DeviceRemoved => NtStatus::DEVICE_REMOVED,
         };
-        if status != NtStatus::SUCCESS.to_raw() {
-            return Err(Error::from_failed_call(status));
-        }
-        // KMCL reports the bytes it wrote; never trust it past the buffer.
-        // CAST: u32 to usize, lossless on the 64-bit targets this crate builds for.
-        let filled = (filled as usize).min(response.len());
-        Ok(&response[..filled])
+        Err(Error::Status(status))
     }
 
     /// `VmbChannelPause`.

@@ -16,7 +16,13 @@ use crate::handle::KernelHandle;
 
 /// The part of a slot that KMCL's callbacks reach, through the channel pointer
 /// (`VmbChannelSetPointer`), possibly on several threads at once.
+///
+/// `repr(C)` with the GPADL list first, so that code which knows the channel but not the
+/// handler type finds the list at the channel pointer itself.
+#[repr(C)]
 pub(crate) struct Shared<H, K> {
+    /// The GPADL cells of the handler that have held a GPADL of this channel.
+    pub(crate) gpadls: super::gpadl::GpadlList,
     /// The backend the channel was allocated through.
     pub(crate) kmcl: K,
     /// The driver's handler.
@@ -116,6 +122,7 @@ impl<'dev, H, K: ChannelBackend> ChannelSlot<'dev, H, K> {
         // INVARIANT: no channel yet.
         Self {
             shared: Shared {
+                gpadls: super::gpadl::GpadlList::new(core::mem::size_of::<Shared<H, K>>()),
                 kmcl,
                 handler,
                 open: AtomicBool::new(false),

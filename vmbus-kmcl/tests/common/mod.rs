@@ -66,3 +66,33 @@ where
     bus.run_until_idle();
     (vsp, vsc)
 }
+
+/// Defines two tests running `$scenario(server, client)`: `$linked` with the linked exports,
+/// `$tables` with the sim's interface tables (checked for leaks afterwards).
+#[allow(
+    unused_macros,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+macro_rules! both_backends {
+    ($linked:ident, $tables:ident, $scenario:expr) => {
+        #[test]
+        fn $linked() {
+            $scenario(vmbus_kmcl::dispatch::Linked, vmbus_kmcl::dispatch::Linked);
+        }
+
+        #[test]
+        fn $tables() {
+            use vmbus_kmcl::dispatch::{ClientInterface, ServerInterface};
+            let bus = vmbus_kmcl_sim::Bus::new();
+            // SAFETY: the sim's tables stand for successful queries whose references are
+            // handed over.
+            let server = unsafe { ServerInterface::from_raw(bus.server_interface()) };
+            // SAFETY: as above.
+            let client = unsafe { ClientInterface::from_raw(bus.client_interface()) };
+            let (server, client) = (server.unwrap(), client.unwrap());
+            $scenario(&server, &client);
+            drop((server, client));
+            bus.assert_no_leaks();
+        }
+    };
+}
