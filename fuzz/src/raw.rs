@@ -54,8 +54,8 @@ const TYPE: GUID = GUID {
     Data4: [7; 8],
 };
 
-/// The payload a descriptor names, if the frame is well formed for a server whose maximum
-/// packet size is `max` (the parser must agree on acceptance when the ring has room).
+/// The payload a descriptor names (`None` when the descriptor itself is invalid: a frame the
+/// parser must refuse). For type 9 the page range before the payload is checked by the sim.
 fn named_payload(frame: &[u8]) -> Option<(Vec<u8>, bool, u64)> {
     let h = frame.get(..16)?;
     let ty = u16::from_le_bytes([h[0], h[1]]);
@@ -63,7 +63,12 @@ fn named_payload(frame: &[u8]) -> Option<(Vec<u8>, bool, u64)> {
     let total = usize::from(u16::from_le_bytes([h[4], h[5]])) * 8;
     let flags = u16::from_le_bytes([h[6], h[7]]);
     let txid = u64::from_le_bytes(h[8..16].try_into().ok()?);
-    if ty != 6 || flags & !1 != 0 || offset < 16 || total < offset || total > frame.len() {
+    if (ty != 6 && ty != 9)
+        || flags & !1 != 0
+        || offset < 16
+        || total < offset
+        || total > frame.len()
+    {
         return None;
     }
     Some((frame[offset..total].to_vec(), flags & 1 != 0, txid))
@@ -85,7 +90,13 @@ fn frame(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
     } else {
         total8.wrapping_add(u.arbitrary::<i8>()? as u16)
     };
-    let ty: u16 = if u.ratio(15, 16)? { 6 } else { u.arbitrary()? };
+    let ty: u16 = if u.ratio(15, 16)? {
+        6
+    } else if u.arbitrary()? {
+        9
+    } else {
+        u.arbitrary()?
+    };
     let flags: u16 = if u.ratio(15, 16)? {
         u16::from(u.arbitrary::<bool>()?)
     } else {

@@ -10,7 +10,9 @@
 //!   with external data in an MDL window of any offset and length (fuzzer bytes behind it) or
 //!   as a list of arbitrary page frame numbers;
 //! * raw frames put straight into the guest-to-host ring ([`Bus::inject_raw_guest_packet`]):
-//!   arbitrary bytes, and frames with a valid header around an arbitrary payload;
+//!   arbitrary bytes, hostile header fields, frames with a valid header around an arbitrary
+//!   payload, and external-data frames whose page range (byte count, offset, page list) is
+//!   hostile;
 //! * completions never sent: packets the VSP sends to the guest are held, and completed with
 //!   arbitrary data, failed, or never answered, as the input says;
 //! * a full guest ring, a crashed guest (the harness then boots a new one), the VSP paused and
@@ -269,6 +271,23 @@ pub enum Action<R> {
     RawFrame {
         /// Payload bytes.
         payload: Vec<u8>,
+        /// Completion-requested flag.
+        completion: bool,
+        /// Transaction id.
+        transaction_id: u64,
+    },
+    /// A raw frame with external pages (type 9, "GPA direct"): one range of `byte_count`
+    /// bytes at `byte_offset` in the first of `pfns` (all hostile: the count of page numbers
+    /// need not match the range), then `payload`.
+    RawExternal {
+        /// Payload bytes.
+        payload: Vec<u8>,
+        /// The range's byte count.
+        byte_count: u32,
+        /// The range's offset into its first page.
+        byte_offset: u16,
+        /// The page numbers.
+        pfns: Vec<u64>,
         /// Completion-requested flag.
         completion: bool,
         /// Transaction id.
@@ -564,6 +583,44 @@ impl HostileGuest {
             } => {
                 let total = (16 + payload.len()).div_ceil(8);
                 let mut frame = header(6, 2, total, u16::from(*completion), *transaction_id);
+                frame.extend_from_slice(payload);
+                frame.resize(total * 8, 0);
+                self.inject(
+                    bus,
+                    server,
+                    &frame,
+                    *completion,
+                    *transaction_id,
+                    stats,
+                    raw_wants,
+                );
+            }
+            Action::RawExternal {
+                payload,
+                byte_count,
+                byte_offset,
+                pfns,
+                completion,
+                transaction_id,
+            } => {
+                let pfns = &pfns[..pfns.len().min(64)];
+                let offset8 = 4 + pfns.len();
+                let total = offset8 + payload.len().div_ceil(8);
+                // CAST: at most 68 units.
+                let mut frame = header(
+                    9,
+                    offset8 as u16,
+                    total,
+                    u16::from(*completion),
+                    *transaction_id,
+                );
+                frame.extend_from_slice(&0u32.to_le_bytes());
+                frame.extend_from_slice(&1u32.to_le_bytes());
+                frame.extend_from_slice(&byte_count.to_le_bytes());
+                frame.extend_from_slice(&u32::from(*byte_offset).to_le_bytes());
+                for p in pfns {
+                    frame.extend_from_slice(&p.to_le_bytes());
+                }
                 frame.extend_from_slice(payload);
                 frame.resize(total * 8, 0);
                 self.inject(
