@@ -106,7 +106,8 @@ fn a_raw_gpa_direct_frame_reaches_the_server_with_its_pages() {
     let held = s.ctx.take_held();
     assert_eq!(held.len(), 1);
     assert_eq!(s.ctx.payloads.lock().unwrap()[0], b"payload!");
-    let pkt = held[0] as VMBPACKETCOMPLETION;
+    // The sim's handles are plain values, never dereferenced: no provenance needed.
+    let pkt: VMBPACKETCOMPLETION = std::ptr::without_provenance_mut(held[0]);
     let mut mdl: PMDL = std::ptr::null_mut();
     // SAFETY: the held packet, answered once below; `mdl` is a live local.
     unsafe {
