@@ -209,7 +209,13 @@ impl Bus {
     /// hostile guest could, bypassing the client driver. `bytes` is a VMBus packet: a 16-byte
     /// descriptor (type `u16` = 6 for in-band data, data offset and total length in 8-byte
     /// units, flags `u16` with bit 0 = completion requested, transaction id `u64`, all little
-    /// endian) and the payload. Malformed or oversized packets are refused (and counted in
+    /// endian) and the payload. Type 9 (data with external pages, "GPA direct") carries one
+    /// page range between the descriptor and the payload: a reserved `u32`, the range count
+    /// `u32` (must be 1), the range's byte count `u32` (non-zero, at most the server's
+    /// `VmbChannelInitSetMaximumExternalData` size, or one page when it set none) and byte
+    /// offset `u32` (inside the first page), then one `u64` page number per page the range
+    /// touches; the server gets the packet with the external-data flag and an MDL listing
+    /// those pages ([`crate::mdl_pfns`]). Malformed or oversized packets are refused (and counted in
     /// [`Bus::rejected_raw_guest_packets`]) the way KMCL refuses them before any driver sees
     /// them. The ring keeps its fixed size: when it has no room for the packet (the server does
     /// not drain it, or [`Bus::set_ring_full`] holds on the client) the packet is refused with

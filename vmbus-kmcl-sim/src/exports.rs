@@ -1041,7 +1041,11 @@ pub unsafe extern "C" fn VmbChannelPacketComplete(
     };
     // SAFETY: the caller guarantees NULL or `BufSize` readable bytes.
     let data = unsafe { bytes(PacketCompletionBuffer, BufSize) }.unwrap_or(&[]);
-    b.packet_complete(r, data);
+    // A response that is the delivered payload itself keeps that buffer out of the pool until
+    // `data` is no longer used (here, after the call).
+    if let Some(buffer) = b.packet_complete(r, data) {
+        b.recycle(buffer);
+    }
 }
 
 /// `VmbChannelPacketDeferToPassive`: only inside the packet's own delivery.

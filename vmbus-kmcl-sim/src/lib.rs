@@ -81,6 +81,14 @@
 //! [`Bus::fail_next_open`], [`Bus::set_ring_full`], [`Bus::pend_next_external_data`],
 //! [`Bus::crash_peer_of`] and [`Bus::inject_raw_guest_packet`] (a hostile guest).
 //!
+//! # Fuzzing a VSP
+//!
+//! With the `fuzz` feature, the `fuzz` module plays a hostile guest against a VSP: a sequence
+//! of well-formed requests of the driver's own protocol, raw malformed frames, external data
+//! with hostile windows and page lists, completions withheld, guest crashes, pause and resume,
+//! save and restore, decoded from fuzzer bytes, with the bus's violation and leak accounting
+//! checked after every action and every input (a cargo-fuzz target is a few lines).
+//!
 //! # Choices where the KMCL documentation is silent
 //!
 //! The sim documents each status it picks where KMCL only promises "an error status" (see
@@ -89,7 +97,13 @@
 //! failed packet's sender sees `STATUS_UNSUCCESSFUL`, and restored in-flight packets are sent
 //! again when the channel next opens.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod nt;
+
+#[cfg(feature = "fuzz")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fuzz")))]
+pub mod fuzz;
 
 mod bus;
 mod callbacks;

@@ -191,12 +191,22 @@ impl BusShared {
         if offset < 16 || total < offset || total > bytes.len() {
             return Err(RawPacketError::Malformed);
         }
-        // 0x6: in-band data; flag bit 0: completion requested.
-        if ty != 0x6 || flags & !1 != 0 {
+        // 0x6: in-band data; 0x9: data with external pages (GPA direct); flag bit 0: completion
+        // requested.
+        if (ty != 0x6 && ty != 0x9) || flags & !1 != 0 {
             return Err(RawPacketError::UnsupportedType);
         }
+        let external = if ty == 0x9 {
+            // The server's declared maximum, or one page when it declared none.
+            let limit = server
+                .max_external_data
+                .map_or(PAGE_SIZE, |(size, _)| size as usize);
+            Some(gpa_direct_range(bytes, offset, limit)?)
+        } else {
+            None
+        };
         let payload = bytes.get(offset..total).ok_or(RawPacketError::Malformed)?;
-        let size = frame_size(payload.len(), None);
+        let size = frame_size(payload.len(), external.as_ref());
         let cap = st.channels.get(guest).map(|g| g.out.capacity).unwrap_or(0);
         if payload.len() > max || size > cap {
             return Err(RawPacketError::Oversized);
@@ -208,7 +218,7 @@ impl BusShared {
             body: FrameBody::Data {
                 origin: Origin::Raw(txid),
                 wants_completion: flags & 1 != 0,
-                external: None,
+                external,
             },
         };
         // Straight into the guest's ring: the ring has a fixed size, and a guest that finds it
@@ -234,4 +244,50 @@ impl BusShared {
     pub(crate) fn rejected_raw(&self) -> usize {
         self.lock().rejected_raw
     }
+}
+
+/// The external range of a raw GPA-direct frame (type 9), checked before any driver sees it:
+/// after the 16-byte descriptor, a reserved `u32`, the range count `u32` (exactly 1: KMCL hands
+/// the driver one MDL), then the range: byte count `u32`, byte offset into the first page `u32`
+/// and one `u64` page number per page the range touches, all before the data offset. The byte
+/// count must be non-zero and at most `limit`, the offset inside the first page. The receiver's
+/// MDL lists the pages (`mdl_pfns`); like any page-number external data in the sim, the pages
+/// are not addressable host memory.
+fn gpa_direct_range(
+    bytes: &[u8],
+    data_offset: usize,
+    limit: usize,
+) -> Result<Described, RawPacketError> {
+    let word = |at: usize| -> Result<u32, RawPacketError> {
+        let b = bytes.get(at..at + 4).ok_or(RawPacketError::Malformed)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if word(20)? != 1 {
+        return Err(RawPacketError::UnsupportedType);
+    }
+    let (count, first) = (word(24)? as usize, word(28)? as usize);
+    if count == 0 || first >= PAGE_SIZE {
+        return Err(RawPacketError::Malformed);
+    }
+    let pages = first
+        .checked_add(count)
+        .ok_or(RawPacketError::Malformed)?
+        .div_ceil(PAGE_SIZE);
+    let end = pages
+        .checked_mul(8)
+        .and_then(|n| n.checked_add(32))
+        .ok_or(RawPacketError::Malformed)?;
+    if end > data_offset {
+        return Err(RawPacketError::Malformed);
+    }
+    if count > limit {
+        return Err(RawPacketError::Oversized);
+    }
+    let pfns = bytes
+        .get(32..end)
+        .ok_or(RawPacketError::Malformed)?
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok(Described::Pfns(pfns))
 }

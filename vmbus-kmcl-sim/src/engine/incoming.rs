@@ -48,8 +48,18 @@ impl BusShared {
         st.incoming.get_mut(r)
     }
 
-    pub(crate) fn packet_complete(&self, r: ObjRef, data: &[u8]) {
-        self.finish_incoming(r, data, STATUS_SUCCESS, "VmbChannelPacketComplete");
+    /// Completes an incoming packet with `data`. Returns the packet's payload buffer when
+    /// `data` lies inside it (an echo completing with the delivered buffer itself): the buffer
+    /// may not be reused while `data` is borrowed, so the caller hands it to
+    /// [`BusShared::recycle`] once it no longer uses `data`.
+    #[must_use = "an aliased payload buffer must be recycled after the call"]
+    pub(crate) fn packet_complete(&self, r: ObjRef, data: &[u8]) -> Option<Vec<u8>> {
+        self.finish_incoming(r, data, STATUS_SUCCESS, "VmbChannelPacketComplete")
+    }
+
+    /// Returns a payload buffer to the pool.
+    pub(crate) fn recycle(&self, buffer: Vec<u8>) {
+        self.lock().give_buf(buffer);
     }
 
     pub(crate) fn packet_fail(&self, r: ObjRef) {
@@ -62,35 +72,44 @@ impl BusShared {
             ch.queue_failed = true;
         }
         drop(st);
-        self.finish_incoming(r, &[], STATUS_UNSUCCESSFUL, "VmbChannelPacketFail");
+        // No data, so nothing can alias the payload buffer.
+        if let Some(buffer) =
+            self.finish_incoming(r, &[], STATUS_UNSUCCESSFUL, "VmbChannelPacketFail")
+        {
+            self.recycle(buffer);
+        }
     }
 
-    pub(super) fn finish_incoming(&self, r: ObjRef, data: &[u8], status: NTSTATUS, what: &str) {
+    /// Finishes an incoming packet; returns its payload buffer instead of recycling it when
+    /// `data` points into it (see [`BusShared::packet_complete`]).
+    pub(super) fn finish_incoming(
+        &self,
+        r: ObjRef,
+        data: &[u8],
+        status: NTSTATUS,
+        what: &str,
+    ) -> Option<Vec<u8>> {
         let mut st = self.lock();
-        let Some(i) = self.incoming(&mut st, r, what) else {
-            return;
-        };
+        let i = self.incoming(&mut st, r, what)?;
         match i.state {
             InState::Deferred => {
                 self.violation(
                     &mut st,
                     format!("{what} after VmbChannelPacketDeferToPassive in the same delivery"),
                 );
-                return;
+                return None;
             }
             InState::PendingExternal => {
                 self.violation(&mut st, format!("{what} after VmbChannelPacketGetExternalData returned STATUS_PENDING; return and wait for the redelivery"));
-                return;
+                return None;
             }
             InState::Redeliver => {
                 self.violation(&mut st, format!("{what} on a packet queued for redelivery"));
-                return;
+                return None;
             }
             InState::Delivering | InState::Held => {}
         }
-        let Some(i) = st.incoming.remove(r) else {
-            return;
-        };
+        let i = st.incoming.remove(r)?;
         if let Some(ch) = st.channels.get_mut(i.receiver) {
             ch.outstanding = ch.outstanding.saturating_sub(1);
             // A completion (and only a completion) restarts a queue stalled on the quota.
@@ -131,9 +150,22 @@ impl BusShared {
                 st.enqueue(i.receiver, frame);
             }
         }
-        st.give_buf(i.payload);
+        // The driver may complete with the delivered buffer itself as the response: then `data`
+        // still borrows the payload, which must not be cleared or reused before the caller is
+        // done with `data`.
+        let payload = i.payload.as_ptr_range();
+        let aliased = !data.is_empty()
+            && data.as_ptr() < payload.end
+            && payload.start < data.as_ptr_range().end;
+        let retired = if aliased {
+            Some(i.payload)
+        } else {
+            st.give_buf(i.payload);
+            None
+        };
         drop(st);
         self.notify();
+        retired
     }
 
     pub(crate) fn defer_to_passive(&self, r: ObjRef) {
