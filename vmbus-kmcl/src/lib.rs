@@ -124,10 +124,12 @@
 //! What remains the driver's duty: wrap in a request context only values that request carried;
 //! drop kernel handles and channels at `PASSIVE_LEVEL` (debug assertions check it); do not
 //! suspend a stackful coroutine inside a scope of this crate (the run-time checks above still
-//! refuse what such a coroutine would otherwise make possible); never leak a
-//! [`ChannelSlot`](channel::ChannelSlot) whose handler or backend borrows something (see
-//! [its docs](channel::ChannelSlot#do-not-leak-a-slot-that-borrows): the compile-time borrows
-//! above, e.g. a GPADL's memory outliving the slot, assume the slot is dropped).
+//! refuse what such a coroutine would otherwise make possible); keep the promise of
+//! [`ChannelSlot::new_borrowing`](channel::ChannelSlot::new_borrowing) (drop the slot) if it
+//! uses that `unsafe` constructor. A slot whose handler or backend borrows cannot be leaked
+//! through the safe API: [`ChannelSlot::new`](channel::ChannelSlot::new) requires `'static`
+//! ones and [`ChannelSlot::scope`](channel::ChannelSlot::scope) drops its slot itself (see
+//! [its docs](channel::ChannelSlot#a-slot-that-borrows)).
 //! A handler's callbacks cannot reach its own channel through the types (the channel borrows
 //! the slot that owns the handler); a driver that publishes the channel in a global and calls
 //! `pause` or `start` from a callback steps outside them. A handler that processes packets at

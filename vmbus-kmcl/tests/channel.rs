@@ -17,6 +17,7 @@ use vmbus_kmcl::{guid, Error, Guid, KernelHandle, NtStatus, Request};
 use vmbus_kmcl_sim::nt::{current_irql, Process};
 use vmbus_kmcl_sim::{Bus, ChannelState};
 
+#[macro_use]
 mod common;
 use common::{guest, offer, open_pair, root};
 use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
@@ -153,8 +154,8 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    let mut vsp_slot = pin!(ChannelSlot::new(root(bus), server, Recorder::default()));
-    let mut vsc_slot = pin!(ChannelSlot::new(guest(bus), client, Recorder::default()));
+    let mut vsp_slot = pin_slot!(ChannelSlot::new(root(bus), server, Recorder::default()));
+    let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(bus), client, Recorder::default()));
     {
         let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE)

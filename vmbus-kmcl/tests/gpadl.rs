@@ -3,15 +3,12 @@
 //! cell and a mapping make before KMCL is called. Both backends.
 
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vmbus_kmcl::channel::gpadl::{GpadlCell, GpadlFlags, GpadlHandle, MdlRef, SharedBuffer};
-use vmbus_kmcl::channel::{
-    Channel, ChannelSlot, Client, Handler, OpenView, Sent, Server, StoppedView,
-};
+use vmbus_kmcl::channel::{Channel, Client, Handler, OpenView, Sent, Server, StoppedView};
 use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{guid, Error, Guid, Result};
@@ -147,8 +144,8 @@ fn with_pair<'b, S, C>(
 {
     let bus = Bus::new();
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Vsp));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, handler));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, handler));
         let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
         body(&bus, vsp, vsc);
         assert_eq!(
@@ -416,8 +413,8 @@ where
     buffer.memory().write(0, b"guestmem").unwrap();
     {
         let handler = Vsc::new(Share::Buffer(&buffer), GpadlFlags::empty());
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Mapper));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, handler));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Mapper));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, handler));
         let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
         let handle = vsc.handler().gpadl.handle().unwrap();
         let mut response = [0u8; 8];

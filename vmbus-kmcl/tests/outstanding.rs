@@ -2,18 +2,18 @@
 //! crashes, and while the transaction quota holds deliveries back: every token is completed,
 //! nothing leaks. Both backends.
 
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vmbus_kmcl::channel::{
-    ChannelSlot, Client, ClientBuilder, Handler, OpenView, Sent, Server, ServerBuilder, StoppedView,
+    Client, ClientBuilder, Handler, OpenView, Sent, Server, ServerBuilder, StoppedView,
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::{DeferredPacket, IncomingPacket};
 use vmbus_kmcl::{guid, Guid};
 use vmbus_kmcl_sim::Bus;
 
+#[macro_use]
 mod common;
 use common::{guest, open_pair, root};
 
@@ -98,8 +98,8 @@ where
 {
     let bus = Bus::new();
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Quiet));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Quiet));
         let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
 
         for message in [&b"one"[..], b"two", b"three"] {
@@ -147,8 +147,8 @@ where
 {
     let bus = Bus::new();
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Quiet));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Quiet));
         let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE).unwrap();
         let vsp = vsp.enable().unwrap();

@@ -350,8 +350,13 @@ where
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Vsp::<S>::new(mode)));
-    let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc));
+    let vsp = Vsp::<S>::new(mode);
+    // The backends may be borrowed tables: the slots are pinned locals of this synchronous
+    // function, dropped at its end and never leaked.
+    // SAFETY: as said above, the slot is dropped before the borrows of `S` end.
+    let mut vsp_slot = pin!(unsafe { ChannelSlot::new_borrowing(root(&bus), server, vsp) });
+    // SAFETY: as above.
+    let mut vsc_slot = pin!(unsafe { ChannelSlot::new_borrowing(guest(&bus), client, Vsc) });
     {
         let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE).unwrap();

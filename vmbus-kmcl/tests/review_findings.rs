@@ -1,7 +1,7 @@
 //! Open soundness findings of the review, each as the test that should pass once it is fixed.
 //! They are ignored until then (see each test's reason).
 
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -34,35 +34,56 @@ impl<K: ChannelBackend> Handler<Client, K> for Quiet {
     }
 }
 
-/// A slot leaked as a whole (a `Box::pin` forgotten) is never dropped: its channel stays
-/// enabled and its callbacks keep running, while the borrows of its handler have ended. Here
-/// the handler borrows a counter that is freed after the leak, and the next incoming packet
-/// makes the process-packet trampoline increment it: a use-after-free from safe code (Miri
-/// reports it; natively it writes freed memory silently). The fix makes this not compile.
+/// A slot whose handler borrows lives in [`ChannelSlot::scope`] (the safe `ChannelSlot::new`
+/// requires a `'static` handler: `tests/ui/leaked_slot_with_borrowing_handler.rs`). Leaking the
+/// channel inside the scope does not keep it: the scope drops the slot, which tears the channel
+/// down, before the counter its handler borrows is freed.
 #[test]
-#[ignore = "open finding: undefined behaviour, run under Miri to see the use-after-free"]
-fn a_leaked_slot_keeps_calling_a_handler_whose_borrow_ended() {
-    // Never dropped: the leaked server channel stays on the bus, whose drop would report it.
-    let bus = std::mem::ManuallyDrop::new(Bus::new());
+fn a_scoped_slot_tears_its_leaked_channel_down_at_scope_end() {
+    let bus = Bus::new();
     let hits = Box::new(AtomicU32::new(0));
-    let mut vsp_slot: Pin<Box<ChannelSlot<'_, Counting<'_>, Linked>>> = Box::pin(ChannelSlot::new(
-        root(&bus),
-        Linked,
-        Counting { hits: &hits },
-    ));
     let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), Linked, Quiet));
     let id = guid!("0b5e7a1c-2d3f-4a5b-8c6d-7e8f9a0b1c2d");
-    let vsp = offer(vsp_slot.as_mut(), id, id);
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(id, None).unwrap();
-    let vsc = vsc.enable().unwrap();
+    let handler = Counting { hits: &hits };
+    let vsc = ChannelSlot::scope(root(&bus), Linked, handler, |vsp_slot| {
+        let vsp = offer(vsp_slot, id, id);
+        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+        vsc.set_target(id, None).unwrap();
+        let vsc = vsc.enable().unwrap();
+        bus.run_until_idle();
+        let _ = vsc.try_send(b"ping").unwrap();
+        bus.run_until_idle();
+        assert_eq!(vsp.handler().hits.load(Ordering::Relaxed), 1);
+        std::mem::forget(vsp);
+        assert_eq!(bus.leak_report().channels, 2);
+        vsc
+    });
+    // The server's channel is gone with the scope's slot; only the client's is left.
+    assert_eq!(bus.leak_report().channels, 1);
+    drop(hits);
+    let _ = vsc.try_send(b"after the scope");
     bus.run_until_idle();
-    std::mem::forget(vsp);
-    std::mem::forget(vsp_slot);
-    drop(hits); // no borrow is left: this compiles
-    let _ = vsc.try_send(b"ping");
-    bus.run_until_idle(); // the server's trampoline increments the freed counter
     drop(vsc);
+    assert_eq!(bus.take_violations(), Vec::<String>::new());
+    bus.assert_no_leaks();
+}
+
+/// The scope's slot is dropped when its closure unwinds too.
+#[test]
+fn a_scoped_slot_tears_its_channel_down_when_the_closure_panics() {
+    let bus = Bus::new();
+    let hits = AtomicU32::new(0);
+    let id = guid!("2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d");
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ChannelSlot::scope(root(&bus), Linked, Counting { hits: &hits }, |vsp_slot| {
+            std::mem::forget(offer(vsp_slot, id, id));
+            assert_eq!(bus.leak_report().channels, 1);
+            panic!("the closure unwinds");
+        })
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(bus.take_violations(), Vec::<String>::new());
+    bus.assert_no_leaks();
 }
 
 static PAGE: SharedBuffer<4096> = SharedBuffer::new();

@@ -3,7 +3,6 @@
 //! and traffic resuming there (the restored packets reach the new client, requests work).
 //! Both backends.
 
-use std::pin::pin;
 use std::sync::Mutex;
 
 use vmbus_kmcl::channel::save_restore::{
@@ -130,8 +129,8 @@ where
     let bus = Bus::new();
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Vsp::default()));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp::default()));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
         let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
         vsp.start();
         let vsc = open_client(&bus, vsc_slot.as_mut());
@@ -191,8 +190,8 @@ where
     assert_eq!(bus.take_violations(), Vec::<String>::new());
 
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Vsp::default()));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp::default()));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
         let mut builder = server_builder(vsp_slot.as_mut());
         // Chunks out of order are refused.
         assert!(matches!(builder.restore(&chunks[1]), Err(Error::Status(_))));
@@ -271,8 +270,8 @@ where
 {
     let bus = Bus::new();
     {
-        let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), server, Refuser));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
+        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Refuser));
+        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
         let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
         vsp.start();
         let vsc = open_client(&bus, vsc_slot.as_mut());

@@ -3,6 +3,7 @@
 //! typed timeouts and outcomes, on both backends (direct exports and interface tables). A
 //! counting allocator shows that reusing caller storage allocates nothing.
 
+#[macro_use]
 mod common;
 #[path = "common/counting.rs"]
 mod counting;
@@ -10,12 +11,11 @@ mod counting;
 use counting::{NotCounted, ALLOCATIONS, COUNTING};
 
 use std::cell::Cell;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server};
+use vmbus_kmcl::channel::{Client, ClientBuilder, Handler, OpenView, Server};
 use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::send::{
@@ -210,12 +210,12 @@ fn run_owned<S, C>(
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(
+    let mut vsp_slot = pin_slot!(ChannelSlot::new(
         common::root(&bus),
         server,
         Echo::default()
     ));
-    let mut vsc_slot = pin!(ChannelSlot::new(
+    let mut vsc_slot = pin_slot!(ChannelSlot::new(
         common::guest(&bus),
         client,
         Vsc::new(quiet)

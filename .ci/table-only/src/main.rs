@@ -5,7 +5,6 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
 use core::ptr::NonNull;
 
 use vmbus_kmcl::channel::{
@@ -59,13 +58,15 @@ fn offer(
     // SAFETY: only reached with a table from a successful interface query (see DriverEntry).
     let kmcl = unsafe { ServerInterface::from_raw(table) }?;
     let vm = request.convert_vmbus_handle_with(&kmcl, raw)?;
-    let mut slot = pin!(ChannelSlot::new(device, &kmcl, Vsp));
-    let mut builder = ServerBuilder::allocate(slot.as_mut())?;
-    builder.set_vmbus_handle(vm)?.set_interface_id(ECHO, ECHO)?;
-    let channel = builder.enable()?;
-    channel.start();
-    let _ = channel.try_send(b"hello")?;
-    Ok(())
+    // The backend borrows `kmcl`: the slot lives in a scope.
+    ChannelSlot::scope(device, &kmcl, Vsp, |slot| {
+        let mut builder = ServerBuilder::allocate(slot)?;
+        builder.set_vmbus_handle(vm)?.set_interface_id(ECHO, ECHO)?;
+        let channel = builder.enable()?;
+        channel.start();
+        let _ = channel.try_send(b"hello")?;
+        Ok(())
+    })
 }
 
 /// Guest side: opens the echo channel through the client table and sends one request.
@@ -73,17 +74,18 @@ fn offer(
 fn run(device: DeviceRef<'_>, table: KMCL_CLIENT_INTERFACE_V1) -> Result<()> {
     // SAFETY: only reached with a table from a successful interface query (see DriverEntry).
     let kmcl = unsafe { ClientInterface::from_raw(table) }?;
-    let mut slot = pin!(ChannelSlot::new(device, &kmcl, Vsc));
-    let mut builder = ClientBuilder::allocate(slot.as_mut())?;
-    builder
-        .set_target(ECHO, None)?
-        .set_maximum_packet_size(256)?;
-    let channel = builder.enable()?;
-    let mut response = [0u8; 8];
-    channel.request(b"ping", &mut response, None)?;
-    channel.set_transaction_quota(4)?;
-    drop(channel.disable());
-    Ok(())
+    ChannelSlot::scope(device, &kmcl, Vsc, |slot| {
+        let mut builder = ClientBuilder::allocate(slot)?;
+        builder
+            .set_target(ECHO, None)?
+            .set_maximum_packet_size(256)?;
+        let channel = builder.enable()?;
+        let mut response = [0u8; 8];
+        channel.request(b"ping", &mut response, None)?;
+        channel.set_transaction_quota(4)?;
+        drop(channel.disable());
+        Ok(())
+    })
 }
 
 /// The driver's entry point. A real VSC queries the table in its AddDevice; this one keeps

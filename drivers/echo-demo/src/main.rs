@@ -172,38 +172,47 @@ fn run(options: &Options) -> Result<(), String> {
             echo_vsp::INTERFACE_TYPE
         );
 
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, EchoVsc::new(&page)));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).map_err(err("open"))?;
-        bus.run_until_idle();
-        let version = match vsc.handler().negotiation() {
-            Negotiation::Agreed(version) => version,
-            other => return Err(format!("version negotiation: {other:?}")),
-        };
-        println!(
+        // The VSC's table and page are borrowed: its slot lives in a scope.
+        let mut storage = vec![0u8; 64 * 1024];
+        let (bytes, saved, save_started) = ChannelSlot::scope(
+            guest,
+            &table,
+            EchoVsc::new(&page),
+            |vsc_slot| {
+                let vsc = echo_vsc::open(vsc_slot).map_err(err("open"))?;
+                bus.run_until_idle();
+                let version = match vsc.handler().negotiation() {
+                    Negotiation::Agreed(version) => version,
+                    other => return Err(format!("version negotiation: {other:?}")),
+                };
+                println!(
             "3. channel open; the VSC shared a page (GPADL {:#x}) and negotiated version {version} in post-started (VSP agreed {})",
             vsc.handler().gpadl().map_or(0, |g| g.to_raw()),
             vsp.handler().version().map_or("none".to_owned(), |v| v.to_string()),
         );
-        println!(
-            "4. {} echo requests, each reply checked byte for byte; the first {}:",
-            options.packets,
-            options.trace.min(options.packets)
-        );
-        first_bytes = traffic(
-            &vsc,
-            1..options.packets + 1,
-            options.trace,
-            options.packets >= 10_000,
-        )?;
+                println!(
+                    "4. {} echo requests, each reply checked byte for byte; the first {}:",
+                    options.packets,
+                    options.trace.min(options.packets)
+                );
+                let first_bytes = traffic(
+                    &vsc,
+                    1..options.packets + 1,
+                    options.trace,
+                    options.packets >= 10_000,
+                )?;
 
-        // Save the VSP's channel, close both sides, restore into a fresh channel.
-        let mut storage = vec![0u8; 64 * 1024];
-        let save_started = Instant::now();
-        let saved: SavedState =
-            echo_vsp::save(&mut vsp, &mut storage).map_err(|e| format!("save: {e:?}"))?;
+                // Save the VSP's channel, close both sides, restore into a fresh channel.
+                let save_started = Instant::now();
+                let saved: SavedState =
+                    echo_vsp::save(&mut vsp, &mut storage).map_err(|e| format!("save: {e:?}"))?;
+                drop(vsc);
+                Ok::<_, String>((first_bytes, saved, save_started))
+            },
+        )?;
+        first_bytes = bytes;
         chunks = saved.chunks;
         saved_len = saved.len;
-        drop(vsc);
         let counters = vsp.handler().counters();
         gpadl_bytes = counters.gpadl_bytes.load(Ordering::Relaxed);
         sent = counters.echoes.load(Ordering::Relaxed);
@@ -226,28 +235,31 @@ fn run(options: &Options) -> Result<(), String> {
             saved.version.map_or("none".to_owned(), |v| v.to_string()),
             save_time
         );
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, EchoVsc::new(&page)));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).map_err(err("reopen"))?;
-        bus.run_until_idle();
-        let resumed = traffic(
-            &vsc,
-            options.packets + 1..options.packets + 1 + more,
-            0,
-            false,
-        )?;
-        println!(
+        let (resumed, resent, more_gpadl) =
+            ChannelSlot::scope(guest, &table, EchoVsc::new(&page), |vsc_slot| {
+                let vsc = echo_vsc::open(vsc_slot).map_err(err("reopen"))?;
+                bus.run_until_idle();
+                let resumed = traffic(
+                    &vsc,
+                    options.packets + 1..options.packets + 1 + more,
+                    0,
+                    false,
+                )?;
+                println!(
             "   traffic resumed on the restored channel: {more} more requests echoed and checked"
         );
-        let after = vsp.handler().counters();
-        let (resent, more_gpadl, failed) = (
-            after.echoes.load(Ordering::Relaxed),
-            after.gpadl_bytes.load(Ordering::Relaxed),
-            after.failed.load(Ordering::Relaxed) + failed_before,
-        );
-        if failed != 0 {
-            return Err(format!("{failed} packets failed"));
-        }
-        drop(vsc);
+                let after = vsp.handler().counters();
+                let (resent, more_gpadl, failed) = (
+                    after.echoes.load(Ordering::Relaxed),
+                    after.gpadl_bytes.load(Ordering::Relaxed),
+                    after.failed.load(Ordering::Relaxed) + failed_before,
+                );
+                if failed != 0 {
+                    return Err(format!("{failed} packets failed"));
+                }
+                drop(vsc);
+                Ok::<_, String>((resumed, resent, more_gpadl))
+            })?;
         drop(vsp);
         summary = (
             sent + resent,

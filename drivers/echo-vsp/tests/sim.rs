@@ -78,80 +78,82 @@ fn echoes_inline_and_through_the_gpadl_then_save_restore_and_resume() {
         let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, EchoVsp::new(SimMapper)));
         let mut vsp = echo_vsp::offer(vsp_slot.as_mut(), Some(ioctl(&bus, &worker))).unwrap();
         assert!(bus.server_vmbus_handle_set(vsp.as_raw()));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, EchoVsc::new(&page)));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).unwrap();
-        bus.run_until_idle();
-        assert_eq!(
-            vsc.handler().negotiation(),
-            Negotiation::Agreed(Version::CURRENT)
-        );
-        assert_eq!(vsp.handler().version(), Some(Version::CURRENT));
-        assert!(vsc.handler().gpadl().is_some());
-
-        for sequence in 1..=50u32 {
-            let payload = vec![sequence as u8; 1 + sequence as usize * 5];
-            echo_vsc::echo_inline(&vsc, sequence, &payload).unwrap();
-            echo_vsc::echo_gpadl(&vsc, sequence, &payload).unwrap();
-        }
-        let counters = vsp.handler().counters();
-        assert_eq!(
-            counters.echoes.load(std::sync::atomic::Ordering::Relaxed),
-            100
-        );
-        let expected: u64 = (1..=50u64).map(|s| 1 + s * 5).sum();
-        assert_eq!(
-            counters
-                .gpadl_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            expected
-        );
-        assert_eq!(
-            counters
-                .inline_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
-            expected
-        );
-
-        // Well-formed requests the VSP cannot serve are refused, and the channel goes on.
-        let gpadl = vsc.handler().gpadl().unwrap().to_raw();
-        let mut reply = [0u8; 16];
-        for request in [
-            echo_protocol::gpadl_request(60, gpadl, 4000, 200).unwrap(),
-            echo_protocol::gpadl_request(61, 0xdead, 0, 8).unwrap(),
-        ] {
-            let sequence = request.header.sequence.get();
-            let outcome = vsc.send_request(
-                request.as_bytes(),
-                InlineFlags::empty(),
-                &mut reply,
-                Timeout::Infinite,
-            );
-            let Ok(Outcome::Completed(n)) = outcome else {
-                panic!("{outcome:?}")
-            };
-            assert_eq!(
-                echo_protocol::Response::parse(&reply[..n]),
-                Ok(echo_protocol::Response::Refused {
-                    sequence,
-                    refusal: echo_protocol::Refusal::GpadlUnavailable
-                })
-            );
-        }
-        assert_eq!(
-            counters.refused.load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
-        echo_vsc::echo_inline(&vsc, 62, b"still served").unwrap();
         let mut storage = vec![0u8; 4096];
-        let saved = echo_vsp::save(&mut vsp, &mut storage).unwrap();
-        assert_eq!(saved.version, Some(Version::CURRENT));
-        assert!(saved.chunks >= 1 && saved.len > 0);
-        // Too little storage is a typed error.
-        assert_eq!(
-            echo_vsp::save(&mut vsp, &mut storage[..3]),
-            Err(echo_vsp::SaveError::StorageTooSmall)
-        );
-        drop(vsc);
+        let saved = ChannelSlot::scope(guest, &table, EchoVsc::new(&page), |vsc_slot| {
+            let vsc = echo_vsc::open(vsc_slot).unwrap();
+            bus.run_until_idle();
+            assert_eq!(
+                vsc.handler().negotiation(),
+                Negotiation::Agreed(Version::CURRENT)
+            );
+            assert_eq!(vsp.handler().version(), Some(Version::CURRENT));
+            assert!(vsc.handler().gpadl().is_some());
+
+            for sequence in 1..=50u32 {
+                let payload = vec![sequence as u8; 1 + sequence as usize * 5];
+                echo_vsc::echo_inline(&vsc, sequence, &payload).unwrap();
+                echo_vsc::echo_gpadl(&vsc, sequence, &payload).unwrap();
+            }
+            let counters = vsp.handler().counters();
+            assert_eq!(
+                counters.echoes.load(std::sync::atomic::Ordering::Relaxed),
+                100
+            );
+            let expected: u64 = (1..=50u64).map(|s| 1 + s * 5).sum();
+            assert_eq!(
+                counters
+                    .gpadl_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                expected
+            );
+            assert_eq!(
+                counters
+                    .inline_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                expected
+            );
+
+            // Well-formed requests the VSP cannot serve are refused, and the channel goes on.
+            let gpadl = vsc.handler().gpadl().unwrap().to_raw();
+            let mut reply = [0u8; 16];
+            for request in [
+                echo_protocol::gpadl_request(60, gpadl, 4000, 200).unwrap(),
+                echo_protocol::gpadl_request(61, 0xdead, 0, 8).unwrap(),
+            ] {
+                let sequence = request.header.sequence.get();
+                let outcome = vsc.send_request(
+                    request.as_bytes(),
+                    InlineFlags::empty(),
+                    &mut reply,
+                    Timeout::Infinite,
+                );
+                let Ok(Outcome::Completed(n)) = outcome else {
+                    panic!("{outcome:?}")
+                };
+                assert_eq!(
+                    echo_protocol::Response::parse(&reply[..n]),
+                    Ok(echo_protocol::Response::Refused {
+                        sequence,
+                        refusal: echo_protocol::Refusal::GpadlUnavailable
+                    })
+                );
+            }
+            assert_eq!(
+                counters.refused.load(std::sync::atomic::Ordering::Relaxed),
+                2
+            );
+            echo_vsc::echo_inline(&vsc, 62, b"still served").unwrap();
+            let saved = echo_vsp::save(&mut vsp, &mut storage).unwrap();
+            assert_eq!(saved.version, Some(Version::CURRENT));
+            assert!(saved.chunks >= 1 && saved.len > 0);
+            // Too little storage is a typed error.
+            assert_eq!(
+                echo_vsp::save(&mut vsp, &mut storage[..3]),
+                Err(echo_vsp::SaveError::StorageTooSmall)
+            );
+            drop(vsc);
+            saved
+        });
         drop(vsp);
 
         let mut vsp_slot = pin!(ChannelSlot::new(
@@ -172,12 +174,13 @@ fn echoes_inline_and_through_the_gpadl_then_save_restore_and_resume() {
         )
         .unwrap();
         assert_eq!(vsp.handler().version(), Some(Version::CURRENT));
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, EchoVsc::new(&page)));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).unwrap();
-        bus.run_until_idle();
-        echo_vsc::echo_gpadl(&vsc, 7, b"after restore").unwrap();
-        echo_vsc::echo_inline(&vsc, 8, b"after restore").unwrap();
-        drop(vsc);
+        ChannelSlot::scope(guest, &table, EchoVsc::new(&page), |vsc_slot| {
+            let vsc = echo_vsc::open(vsc_slot).unwrap();
+            bus.run_until_idle();
+            echo_vsc::echo_gpadl(&vsc, 7, b"after restore").unwrap();
+            echo_vsc::echo_inline(&vsc, 8, b"after restore").unwrap();
+            drop(vsc);
+        });
         drop(vsp);
     }
     drop(table);
@@ -199,11 +202,12 @@ fn with_pair(offered: Version, scenario: impl FnOnce(&VspChannel<'_>, &VscChanne
         let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, EchoVsp::new(SimMapper)));
         let vsp = echo_vsp::offer(vsp_slot.as_mut(), None).unwrap();
         let vsc = EchoVsc::offering(&page, offered);
-        let mut vsc_slot = pin!(ChannelSlot::new(guest, &table, vsc));
-        let vsc = echo_vsc::open(vsc_slot.as_mut()).unwrap();
-        bus.run_until_idle();
-        scenario(&vsp, &vsc);
-        drop(vsc);
+        ChannelSlot::scope(guest, &table, vsc, |vsc_slot| {
+            let vsc = echo_vsc::open(vsc_slot).unwrap();
+            bus.run_until_idle();
+            scenario(&vsp, &vsc);
+            drop(vsc);
+        });
         drop(vsp);
     }
     drop(table);

@@ -101,13 +101,15 @@
 //! let guest = unsafe { DeviceRef::from_raw(core::ptr::NonNull::new(bus.guest_device()).unwrap()) };
 //! let id = guid!("8f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b");
 //!
-//! let page = SharedBuffer::<4096>::new();
+//! // A `'static` buffer: `ChannelSlot::new` takes `'static` handlers (a borrowing one goes
+//! // through `ChannelSlot::scope`).
+//! static PAGE: SharedBuffer<4096> = SharedBuffer::new();
 //! let mut vsp_slot = pin!(ChannelSlot::new(root, Linked, Vsp));
 //! let mut vsp = vmbus_kmcl::channel::ServerBuilder::allocate(vsp_slot.as_mut())?;
 //! vsp.set_interface_id(id, id)?;
 //! let vsp = vsp.enable()?;
 //! vsp.start();
-//! let mut vsc_slot = pin!(ChannelSlot::new(guest, Linked, Vsc { page: &page, gpadl: GpadlCell::new() }));
+//! let mut vsc_slot = pin!(ChannelSlot::new(guest, Linked, Vsc { page: &PAGE, gpadl: GpadlCell::new() }));
 //! let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut())?;
 //! vsc.set_target(id, None)?;
 //! let vsc = vsc.enable()?;
@@ -125,7 +127,7 @@
 //! drop(mapping); // VmbChannelUnmapGpadl
 //!
 //! let mut copy = [0u8; 5];
-//! page.memory().read(8, &mut copy)?;
+//! PAGE.memory().read(8, &mut copy)?;
 //! assert_eq!(&copy, b"hello");
 //! drop(vsc); // closed: the trampoline deletes the GPADL
 //! assert!(vsc_slot.handler().gpadl.handle().is_none());

@@ -51,16 +51,23 @@ pub(crate) struct Shared<H, K> {
 /// therefore disables and cleans up a channel still in it, and closes the VMBus kernel handle
 /// it owns, so no callback reaches the slot's memory after it is freed.
 ///
-/// # Do not leak a slot that borrows
+/// # A slot that borrows
 ///
 /// Pinning protects the slot's own memory, not what its handler `H` or backend `K` borrow. A
 /// slot that is itself leaked (a `Box::pin` passed to `mem::forget`, or a pinned local of a
 /// future that is leaked) is never dropped, so its channel stays enabled and its callbacks keep
-/// running, while the borrows of `H` and `K` (a `&ClientInterface` table, a `&SharedBuffer`
-/// shared through a GPADL, any `&T` in the handler) have ended as far as the compiler knows.
-/// The types do not prevent this: keep a slot whose `H` or `K` is not `'static` in a place
-/// that is dropped (a local pinned with [`core::pin::pin!`] in a function that returns, a
-/// device extension torn down with its device), never leak it.
+/// running. [`ChannelSlot::new`] therefore requires `H: 'static` and `K: 'static` (enforced by
+/// its bounds): a leaked slot then keeps calling a handler that borrows nothing whose lifetime
+/// can end. The device is the duty of [`DeviceRef::from_raw`], whose contract asks for a device
+/// that stays valid until the channel is cleaned up.
+///
+/// A handler or backend that borrows (a `&ClientInterface` table, a `&SharedBuffer` shared
+/// through a GPADL, any `&T`) goes through [`ChannelSlot::scope`], which keeps the slot in its
+/// own frame and drops it, tearing its channel down, when the closure returns or unwinds; the
+/// closure only gets a `Pin<&mut ChannelSlot>` of a higher-ranked lifetime, so neither the slot
+/// nor anything borrowing it escapes (enforced by the closure's signature). A driver that must
+/// keep such a slot elsewhere (a device extension torn down with its device) uses the `unsafe`
+/// [`ChannelSlot::new_borrowing`] and promises to drop it.
 ///
 /// # Examples
 ///
@@ -126,10 +133,77 @@ pub struct ChannelSlot<'dev, H, K: ChannelBackend> {
     _pinned: PhantomPinned,
 }
 
-impl<'dev, H, K: ChannelBackend> ChannelSlot<'dev, H, K> {
+impl<'dev, H: 'static, K: ChannelBackend + 'static> ChannelSlot<'dev, H, K> {
     /// An empty slot for a channel of `device`, calling KMCL through `kmcl` and the callbacks
     /// of `handler`.
+    ///
+    /// `H` and `K` borrow nothing short-lived (`'static`), so even a leaked slot calls nothing
+    /// that dangles; a borrowing handler or backend goes through [`ChannelSlot::scope`].
     pub fn new(device: DeviceRef<'dev>, kmcl: K, handler: H) -> Self {
+        // SAFETY: `H` and `K` are `'static`: no borrow in them ends, leaked slot or not.
+        unsafe { Self::new_borrowing(device, kmcl, handler) }
+    }
+}
+
+impl<'dev, H, K: ChannelBackend> ChannelSlot<'dev, H, K> {
+    /// Runs `f` on a pinned slot for a channel of `device` (calling KMCL through `kmcl` and the
+    /// callbacks of `handler`), then drops the slot, tearing down a channel still in it, and
+    /// returns what `f` returned. The slot is also dropped when `f` unwinds.
+    ///
+    /// Unlike [`ChannelSlot::new`], `H` and `K` may borrow: the slot lives in this function's
+    /// frame, `f` gets it only through a reference that cannot escape the call, so the slot is
+    /// dropped before any borrow of `H` or `K` ends.
+    ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    /// use vmbus_kmcl::channel::{ChannelSlot, Client, ClientBuilder, Handler, OpenView};
+    /// use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
+    /// use vmbus_kmcl::packet::IncomingPacket;
+    /// use vmbus_kmcl::{guid, DeviceRef};
+    ///
+    /// struct Counting<'a> { hits: &'a AtomicU32 }
+    /// impl<K: ChannelBackend> Handler<Client, K> for Counting<'_> {
+    ///     fn process_packet(&self, _: &OpenView<'_, Client, K>, packet: IncomingPacket<'_, K>) {
+    ///         self.hits.fetch_add(1, Ordering::Relaxed);
+    ///         packet.complete_empty();
+    ///     }
+    /// }
+    ///
+    /// let bus = vmbus_kmcl_sim::Bus::new();
+    /// // SAFETY: the sim's guest device lives as long as the bus.
+    /// let guest = unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) };
+    /// let hits = AtomicU32::new(0);
+    /// ChannelSlot::scope(guest, Linked, Counting { hits: &hits }, |slot| {
+    ///     let mut builder = ClientBuilder::allocate(slot)?;
+    ///     builder.set_target(guid!("8f1a2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"), None)?;
+    ///     core::mem::forget(builder.enable()?); // torn down by the slot at scope end
+    ///     Ok::<(), vmbus_kmcl::Error>(())
+    /// })?;
+    /// bus.assert_no_leaks();
+    /// # Ok::<(), vmbus_kmcl::Error>(())
+    /// ```
+    pub fn scope<R>(
+        device: DeviceRef<'dev>,
+        kmcl: K,
+        handler: H,
+        f: impl FnOnce(Pin<&mut ChannelSlot<'dev, H, K>>) -> R,
+    ) -> R {
+        // SAFETY: the slot is a local of this frame, pinned in place and dropped when `f`
+        // returns or unwinds; `f` only gets a reference of a lifetime local to the call, so it
+        // cannot leak the slot, and `H` and `K` are borrowed for longer than this call.
+        let slot = core::pin::pin!(unsafe { Self::new_borrowing(device, kmcl, handler) });
+        f(slot)
+    }
+
+    /// An empty slot like [`ChannelSlot::new`] whose handler or backend may borrow.
+    ///
+    /// # Safety
+    ///
+    /// The slot must be dropped, never leaked, before any borrow in `H` or `K` ends: KMCL keeps
+    /// calling the handler of a slot that is not dropped. Prefer [`ChannelSlot::scope`], which
+    /// guarantees it.
+    pub unsafe fn new_borrowing(device: DeviceRef<'dev>, kmcl: K, handler: H) -> Self {
         // INVARIANT: no channel yet.
         Self {
             shared: Shared {

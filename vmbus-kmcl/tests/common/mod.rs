@@ -96,3 +96,25 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// `pin_slot!(ChannelSlot::new(device, kmcl, handler))`: a slot whose handler or backend may
+/// borrow (the interface tables of [`both_backends`], a local buffer), pinned as a temporary
+/// of the enclosing block like [`core::pin::pin!`].
+///
+/// Only for synchronous test functions: there the pinned temporary cannot be moved out or
+/// forgotten and is dropped at the end of its block, before the borrows it holds end, which
+/// is the promise `ChannelSlot::new_borrowing` asks for.
+#[allow(
+    unused_macros,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+macro_rules! pin_slot {
+    (ChannelSlot::new($device:expr, $kmcl:expr, $handler:expr $(,)?)) => {
+        ::core::pin::pin!({
+            let (device, kmcl, handler) = ($device, $kmcl, $handler);
+            // SAFETY: the slot is a pinned temporary of a synchronous function's block (see
+            // the macro's docs): it is dropped, never leaked, before its borrows end.
+            unsafe { vmbus_kmcl::channel::ChannelSlot::new_borrowing(device, kmcl, handler) }
+        })
+    };
+}

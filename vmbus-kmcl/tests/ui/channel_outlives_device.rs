@@ -17,7 +17,7 @@ impl Device {
     }
 }
 
-fn run<H: Handler<Server, Linked>>(device: Device, handler: H) {
+fn run<H: Handler<Server, Linked> + 'static>(device: Device, handler: H) {
     let mut slot = pin!(ChannelSlot::new(device.get(), Linked, handler));
     let channel = ServerBuilder::allocate(slot.as_mut()).unwrap().enable().unwrap();
     drop(device);

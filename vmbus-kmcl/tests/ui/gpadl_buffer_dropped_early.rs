@@ -1,6 +1,5 @@
 // The memory a GPADL shares is borrowed by the handler's cell for as long as the channel's slot
-// exists: it cannot be dropped first.
-use core::pin::pin;
+// exists (a borrowing handler lives in `ChannelSlot::scope`): it cannot be dropped first.
 use vmbus_kmcl::channel::gpadl::{GpadlCell, SharedBuffer};
 use vmbus_kmcl::channel::{ChannelSlot, Client, Handler, OpenView};
 use vmbus_kmcl::dispatch::Linked;
@@ -20,13 +19,11 @@ impl Handler<Client, Linked> for Vsc<'_> {
 
 fn run(device: DeviceRef<'_>) {
     let buffer = SharedBuffer::<4096>::new();
-    let slot = pin!(ChannelSlot::new(
-        device,
-        Linked,
-        Vsc { buffer: &buffer, gpadl: GpadlCell::new() }
-    ));
-    drop(buffer);
-    let _ = slot.handler().gpadl.handle();
+    let handler = Vsc { buffer: &buffer, gpadl: GpadlCell::new() };
+    ChannelSlot::scope(device, Linked, handler, |slot| {
+        drop(buffer);
+        let _ = slot.handler().gpadl.handle();
+    });
 }
 
 fn main() {}
