@@ -119,6 +119,10 @@ pub enum Error {
     /// ([`MAX_MAPPINGS`](crate::channel::gpadl::MAX_MAPPINGS)).
     #[error("too many GPADL mappings exist")]
     TooManyMappings,
+    /// As many GPADLs exist on client channels as the driver can track
+    /// ([`MAX_GPADLS`](crate::channel::gpadl::MAX_GPADLS)).
+    #[error("too many GPADLs exist")]
+    TooManyGpadls,
     /// KMCL had no packet object to give (`VmbPacketAllocate` returned NULL).
     #[error("KMCL could not allocate a packet object")]
     AllocationFailed,
@@ -162,7 +166,7 @@ impl Error {
     /// | [`NoExternalData`](Self::NoExternalData), [`OutOfRange`](Self::OutOfRange), [`GpadlCellOutsideSlot`](Self::GpadlCellOutsideSlot) | `STATUS_INVALID_PARAMETER` |
     /// | [`GpadlCellInUse`](Self::GpadlCellInUse), [`GpadlAlreadyMapped`](Self::GpadlAlreadyMapped) | `STATUS_INVALID_DEVICE_STATE` |
     /// | [`GpadlReadOnly`](Self::GpadlReadOnly) | `STATUS_ACCESS_DENIED` |
-    /// | [`TooManyMappings`](Self::TooManyMappings), [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
+    /// | [`TooManyMappings`](Self::TooManyMappings), [`TooManyGpadls`](Self::TooManyGpadls), [`AllocationFailed`](Self::AllocationFailed) | `STATUS_INSUFFICIENT_RESOURCES` |
     /// | [`StorageTooSmall`](Self::StorageTooSmall) | `STATUS_BUFFER_TOO_SMALL` |
     /// | [`StorageInUse`](Self::StorageInUse) | `STATUS_INVALID_DEVICE_STATE` |
     pub const fn status(self) -> NtStatus {
@@ -189,7 +193,9 @@ impl Error {
                 NtStatus::INVALID_DEVICE_STATE
             }
             Self::GpadlReadOnly => NtStatus::ACCESS_DENIED,
-            Self::TooManyMappings | Self::AllocationFailed => NtStatus::INSUFFICIENT_RESOURCES,
+            Self::TooManyMappings | Self::TooManyGpadls | Self::AllocationFailed => {
+                NtStatus::INSUFFICIENT_RESOURCES
+            }
         }
     }
 }
@@ -245,6 +251,7 @@ mod tests {
             (Error::GpadlAlreadyMapped, NtStatus::INVALID_DEVICE_STATE),
             (Error::GpadlReadOnly, NtStatus::ACCESS_DENIED),
             (Error::TooManyMappings, NtStatus::INSUFFICIENT_RESOURCES),
+            (Error::TooManyGpadls, NtStatus::INSUFFICIENT_RESOURCES),
             (Error::AllocationFailed, NtStatus::INSUFFICIENT_RESOURCES),
             (
                 Error::IrqlTooHigh {

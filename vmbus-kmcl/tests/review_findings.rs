@@ -1,5 +1,4 @@
-//! Open soundness findings of the review, each as the test that should pass once it is fixed.
-//! They are ignored until then (see each test's reason).
+//! Soundness findings of the review, each as the test that shows it fixed.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -119,12 +118,11 @@ impl<K: ChannelBackend> Handler<Server, K> for Sink {
     }
 }
 
-/// The channel's GPADL list links the cells themselves (`GpadlList` walks `Link.next` inside
-/// the handler). A cell behind interior mutability can be overwritten while linked: the closed
-/// trampoline then reads whatever bytes are there now as a link (here zeros: the list ends and
-/// the GPADL is never deleted; other bytes are followed as a pointer).
+/// A GPADL cell behind interior mutability can be overwritten while it holds a GPADL. The
+/// channel keeps its GPADLs in a table of the crate, which the cell only names by index and
+/// generation: the closed trampoline still finds and deletes the GPADL, and follows nothing
+/// that lies in the overwritten bytes.
 #[test]
-#[ignore = "open finding: the closed trampoline follows links through overwritten cells"]
 fn an_overwritten_gpadl_cell_does_not_break_the_closed_cleanup() {
     let bus = Bus::new();
     let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Sink));

@@ -140,7 +140,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::num::NonZeroU32;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use vmbus_kmcl_sys::{
     MDL, PMDL, UINT32, VMBCHANNEL, VMBCHANNEL__, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY,
@@ -420,76 +420,117 @@ unsafe impl Send for MdlRef<'_> {}
 // SAFETY: as above; shared use only copies the pointer.
 unsafe impl Sync for MdlRef<'_> {}
 
-// ----- Client: cells and the channel's list -----
+// ----- Client: cells and the GPADL table -----
 
-const EMPTY: u8 = 0;
+/// The most GPADLs that client channels may hold at once in the driver (all channels
+/// together).
+pub const MAX_GPADLS: usize = 256;
+
+const FREE: u8 = 0;
 const BUSY: u8 = 1;
 const LIVE: u8 = 2;
 
-/// The part of a [`GpadlCell`] the channel's list links.
-struct Link {
+/// A cell's reference while a creation through it runs.
+const CELL_BUSY: u64 = u64::MAX;
+
+/// One GPADL a client channel holds: the table's own memory, which no safe code outside this
+/// module reaches, so the closed trampoline never follows anything a driver can overwrite.
+struct GpadlEntry {
     state: AtomicU8,
-    handle: AtomicU32,
+    /// Bumped each time the entry is freed, so that a cell's reference to an earlier GPADL of
+    /// the entry no longer matches.
+    generation: AtomicU32,
     /// The address of the channel the GPADL was made on.
     channel: AtomicUsize,
-    joined: AtomicBool,
-    next: AtomicPtr<Link>,
+    handle: AtomicU32,
 }
 
-/// The cells of one channel slot that have held a GPADL, linked through the cells themselves.
-///
-/// # Invariants
-///
-/// Every link in the list is inside the slot's shared part of `size` bytes that holds this
-/// list (checked by [`GpadlCell::join`]), so it lives as long as the list. Links are only
-/// added, never removed.
+/// Every GPADL that client channels hold. A [`GpadlCell`] refers to its entry by index and
+/// generation, numbers that are checked before use, never followed as pointers.
+static GPADLS: [GpadlEntry; MAX_GPADLS] = {
+    #[allow(
+        clippy::declare_interior_mutable_const,
+        reason = "the constant only initialises the table's entries"
+    )]
+    const UNUSED: GpadlEntry = GpadlEntry {
+        state: AtomicU8::new(FREE),
+        generation: AtomicU32::new(0),
+        channel: AtomicUsize::new(0),
+        handle: AtomicU32::new(0),
+    };
+    [UNUSED; MAX_GPADLS]
+};
+
+/// A cell's reference to entry `index` in `generation` (0 is no entry).
+fn pack(index: usize, generation: u32) -> u64 {
+    // CAST: `index` is below `MAX_GPADLS`, far below `u32::MAX`.
+    (u64::from(generation) << 32) | (index as u64 + 1)
+}
+
+/// The entry and generation a cell's reference names, if it names one of the table.
+fn unpack(reference: u64) -> Option<(&'static GpadlEntry, u32)> {
+    // CAST: the low half is the index plus one; the high half the generation.
+    let index = (reference as u32 as usize).checked_sub(1)?;
+    // CAST: as above.
+    let generation = (reference >> 32) as u32;
+    GPADLS.get(index).map(|entry| (entry, generation))
+}
+
+/// Deletes the GPADL of `entry` if it is live on `channel` (and, given `generation`, still the
+/// one of that generation); returns whether it did.
+fn delete_entry<K: Kmcl>(
+    entry: &GpadlEntry,
+    generation: Option<u32>,
+    kmcl: K,
+    channel: VMBCHANNEL,
+) -> bool {
+    // CAST: addresses only, compared.
+    let ours = |entry: &GpadlEntry| {
+        entry.channel.load(Ordering::Relaxed) == channel as usize
+            && generation.is_none_or(|g| entry.generation.load(Ordering::Relaxed) == g)
+    };
+    if !ours(entry)
+        || entry
+            .state
+            .compare_exchange(LIVE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    // Checked again now that the entry is ours: it may have been freed and reused between.
+    if !ours(entry) {
+        entry.state.store(LIVE, Ordering::Release);
+        return false;
+    }
+    let handle = entry.handle.load(Ordering::Relaxed);
+    // SAFETY: a live entry of `channel` holds a GPADL made on it, and `channel` is live (the
+    // caller holds a view of it); the LIVE to BUSY exchange above makes this the only delete.
+    unsafe { kmcl.channel_delete_gpadl(channel, handle) };
+    entry.generation.fetch_add(1, Ordering::Relaxed);
+    entry.state.store(FREE, Ordering::Release);
+    true
+}
+
+/// What a channel's slot keeps for its GPADLs: the size of its shared part, which a cell must
+/// lie in (checked by [`GpadlCell::create`]). The GPADLs themselves are in a table of this
+/// module, never in memory a handler can overwrite.
 pub(crate) struct GpadlList {
-    head: AtomicPtr<Link>,
     size: usize,
 }
 
 impl GpadlList {
-    /// An empty list at the start of a shared part of `size` bytes.
+    /// The part at the start of a shared part of `size` bytes.
     pub(crate) const fn new(size: usize) -> Self {
-        Self {
-            head: AtomicPtr::new(core::ptr::null_mut()),
-            size,
-        }
+        Self { size }
     }
 
-    /// Deletes every GPADL a cell of this list still holds. PASSIVE_LEVEL, from the callback
-    /// that ends the channel's open period (closed, or a refused opened).
+    /// Deletes every GPADL the channel still holds. PASSIVE_LEVEL, from the callback that ends
+    /// the channel's open period (closed, or a refused opened).
     pub(crate) fn release_all<R, K: Kmcl + Copy>(&self, channel: &ChannelOps<R, K>) {
-        let mut link = self.head.load(Ordering::Acquire);
-        while !link.is_null() {
-            // SAFETY: links in the list live as long as the list (invariant), which `&self`
-            // keeps alive; they are only accessed through atomics. (Open review finding: a
-            // linked cell behind interior mutability in the handler can be overwritten by safe
-            // code, after which this reads whatever bytes replaced it; see
-            // tests/review_findings.rs.)
-            let current = unsafe { &*link };
-            delete_link(current, channel.kmcl(), channel.raw());
-            link = current.next.load(Ordering::Acquire);
+        for entry in &GPADLS {
+            delete_entry(entry, None, channel.kmcl(), channel.raw());
         }
     }
-}
-
-/// Deletes the GPADL `link` holds, if any; returns whether there was one.
-fn delete_link<K: Kmcl>(link: &Link, kmcl: K, channel: VMBCHANNEL) -> bool {
-    if link
-        .state
-        .compare_exchange(LIVE, BUSY, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        return false;
-    }
-    let handle = link.handle.load(Ordering::Relaxed);
-    // SAFETY: the cell's GPADL was made on this channel (cells only join their own channel's
-    // list), which is live (the caller holds a view of it); the LIVE to BUSY exchange above
-    // makes this the only delete of it.
-    unsafe { kmcl.channel_delete_gpadl(channel, handle) };
-    link.state.store(EMPTY, Ordering::Release);
-    true
 }
 
 /// One GPADL of a client channel, kept in the channel's [`Handler`]: empty, or holding a GPADL
@@ -501,39 +542,41 @@ fn delete_link<K: Kmcl>(link: &Link, kmcl: K, channel: VMBCHANNEL) -> bool {
 /// trampoline after [`Handler::closed`] returns. See the [module docs](self).
 ///
 /// A cell holds one GPADL at a time; it can hold another after the first is deleted, also on
-/// a later channel of the same slot.
+/// a later channel of the same slot. The GPADL is recorded in a table of at most
+/// [`MAX_GPADLS`] entries that the closed trampoline walks; the cell only names its entry, so
+/// a cell that is dropped or overwritten while it holds a GPADL leaves the cleanup intact.
+/// `'b` is invariant, so a cell cannot be reborrowed with a shorter-lived buffer.
 pub struct GpadlCell<'b> {
-    link: Link,
-    _memory: PhantomData<&'b ()>,
+    /// The entry of the GPADL (see `pack`), 0 for none, `CELL_BUSY` during a creation.
+    entry: AtomicU64,
+    _memory: PhantomData<fn(&'b ()) -> &'b ()>,
 }
 
 impl<'b> GpadlCell<'b> {
     /// An empty cell.
     pub const fn new() -> Self {
         Self {
-            link: Link {
-                state: AtomicU8::new(EMPTY),
-                handle: AtomicU32::new(0),
-                channel: AtomicUsize::new(0),
-                joined: AtomicBool::new(false),
-                next: AtomicPtr::new(core::ptr::null_mut()),
-            },
+            entry: AtomicU64::new(0),
             _memory: PhantomData,
         }
     }
 
-    /// The GPADL the cell holds, if any.
-    pub fn handle(&self) -> Option<GpadlHandle> {
-        if self.link.state.load(Ordering::Acquire) == LIVE {
-            Some(GpadlHandle(self.link.handle.load(Ordering::Relaxed)))
-        } else {
-            None
-        }
+    /// The live entry the cell names, with its generation.
+    fn live(&self) -> Option<(&'static GpadlEntry, u32)> {
+        let (entry, generation) = unpack(self.entry.load(Ordering::Acquire))?;
+        (entry.state.load(Ordering::Acquire) == LIVE
+            && entry.generation.load(Ordering::Relaxed) == generation)
+            .then_some((entry, generation))
     }
 
-    /// Checks that this cell lies inside the slot of `channel` and links it into the slot's
-    /// list (once).
-    fn join<K: ChannelBackend>(&self, channel: VMBCHANNEL) -> Result<()> {
+    /// The GPADL the cell holds, if any.
+    pub fn handle(&self) -> Option<GpadlHandle> {
+        self.live()
+            .map(|(entry, _)| GpadlHandle(entry.handle.load(Ordering::Relaxed)))
+    }
+
+    /// Checks that this cell lies inside the slot of `channel`.
+    fn check_inside<K: ChannelBackend>(&self, channel: VMBCHANNEL) -> Result<()> {
         // SAFETY: the live channel of a callback view, allocated through a `K` after
         // `prepare` (the builder's order).
         let shared = unsafe { <K as crate::dispatch::sealed::Sealed>::pointer_of(channel) };
@@ -551,54 +594,58 @@ impl<'b> GpadlCell<'b> {
             && here
                 .checked_add(core::mem::size_of::<Self>())
                 .is_some_and(|end| end <= start.saturating_add(list.size));
-        if !inside {
-            return Err(Error::GpadlCellOutsideSlot);
+        if inside {
+            Ok(())
+        } else {
+            Err(Error::GpadlCellOutsideSlot)
         }
-        if !self.link.joined.swap(true, Ordering::AcqRel) {
-            let link = core::ptr::from_ref(&self.link).cast_mut();
-            let mut head = list.head.load(Ordering::Acquire);
-            loop {
-                self.link.next.store(head, Ordering::Relaxed);
-                match list
-                    .head
-                    .compare_exchange(head, link, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    // INVARIANT: the link is inside the shared part that holds the list
-                    // (checked above).
-                    Ok(_) => break,
-                    Err(now) => head = now,
-                }
-            }
-        }
-        Ok(())
     }
 
-    /// Claims the empty cell for a creation on `channel`.
-    fn claim<K: ChannelBackend>(&self, channel: VMBCHANNEL) -> Result<()> {
+    /// Claims the empty cell, and a free entry of the table, for a creation on `channel`.
+    fn claim<K: ChannelBackend>(&self, channel: VMBCHANNEL) -> Result<usize> {
         crate::irql::require_at_most(crate::irql::PASSIVE_LEVEL)?;
-        self.join::<K>(channel)?;
-        self.link
-            .state
-            .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
-            .map(|_| ())
-            .map_err(|_| Error::GpadlCellInUse)
+        self.check_inside::<K>(channel)?;
+        let before = self.entry.load(Ordering::Acquire);
+        if before == CELL_BUSY || self.live().is_some() {
+            return Err(Error::GpadlCellInUse);
+        }
+        self.entry
+            .compare_exchange(before, CELL_BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .map_err(|_| Error::GpadlCellInUse)?;
+        let free = GPADLS.iter().position(|entry| {
+            entry
+                .state
+                .compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        });
+        let Some(index) = free else {
+            self.entry.store(0, Ordering::Release);
+            return Err(Error::TooManyGpadls);
+        };
+        Ok(index)
     }
 
-    /// Records the outcome of a creation on `channel` the cell was claimed for.
+    /// Records the outcome of a creation on `channel` the cell and entry `index` were claimed
+    /// for.
     fn finish(
         &self,
+        index: usize,
         channel: VMBCHANNEL,
         status: vmbus_kmcl_sys::NTSTATUS,
         handle: UINT32,
     ) -> Result<GpadlHandle> {
+        let entry = &GPADLS[index];
         if status != NtStatus::SUCCESS.to_raw() {
-            self.link.state.store(EMPTY, Ordering::Release);
+            entry.state.store(FREE, Ordering::Release);
+            self.entry.store(0, Ordering::Release);
             return Err(Error::from_failed_call(status));
         }
-        self.link.handle.store(handle, Ordering::Relaxed);
-        // CAST: the address only, compared by `delete_on`.
-        self.link.channel.store(channel as usize, Ordering::Relaxed);
-        self.link.state.store(LIVE, Ordering::Release);
+        entry.handle.store(handle, Ordering::Relaxed);
+        // CAST: the address only, compared by `delete_entry`.
+        entry.channel.store(channel as usize, Ordering::Relaxed);
+        let generation = entry.generation.load(Ordering::Relaxed);
+        entry.state.store(LIVE, Ordering::Release);
+        self.entry.store(pack(index, generation), Ordering::Release);
         Ok(GpadlHandle(handle))
     }
 
@@ -610,7 +657,7 @@ impl<'b> GpadlCell<'b> {
     ///
     /// [`Error::IrqlTooHigh`] above PASSIVE_LEVEL, [`Error::GpadlCellOutsideSlot`] for a cell
     /// that is not inside the channel's slot, [`Error::GpadlCellInUse`] when the cell holds a
-    /// GPADL, [`Error::LengthTooLarge`] for a buffer past `u32::MAX` bytes, all before any
+    /// GPADL, [`Error::TooManyGpadls`] when [`MAX_GPADLS`] exist, [`Error::LengthTooLarge`] for a buffer past `u32::MAX` bytes, all before any
     /// call; the failing status of the call.
     #[doc(alias = "VmbChannelCreateGpadlFromBuffer")]
     pub fn create<const N: usize, K: ChannelBackend>(
@@ -621,7 +668,7 @@ impl<'b> GpadlCell<'b> {
     ) -> Result<GpadlHandle> {
         let length = u32::try_from(N).map_err(|_| Error::LengthTooLarge)?;
         let ops = &channel.ops;
-        self.claim::<K>(ops.raw())?;
+        let index = self.claim::<K>(ops.raw())?;
         let mut handle: UINT32 = 0;
         // SAFETY:
         // - a live client channel, open (a callback with an open view runs), PASSIVE_LEVEL
@@ -639,7 +686,7 @@ impl<'b> GpadlCell<'b> {
                 &mut handle,
             )
         };
-        self.finish(ops.raw(), status, handle)
+        self.finish(index, ops.raw(), status, handle)
     }
 
     /// Shares the pages of `mdl` from byte `offset` on, `length` bytes of them or (`None`) up
@@ -660,7 +707,7 @@ impl<'b> GpadlCell<'b> {
         flags: GpadlFlags,
     ) -> Result<GpadlHandle> {
         let ops = &channel.ops;
-        self.claim::<K>(ops.raw())?;
+        let index = self.claim::<K>(ops.raw())?;
         let mut handle: UINT32 = 0;
         // SAFETY: as in `create`, with the MDL chain and its pages valid for `'b` (`MdlRef`'s
         // invariant); a length of 0 asks for the rest of the chain.
@@ -674,7 +721,7 @@ impl<'b> GpadlCell<'b> {
                 &mut handle,
             )
         };
-        self.finish(ops.raw(), status, handle)
+        self.finish(index, ops.raw(), status, handle)
     }
 
     /// Deletes the cell's GPADL (`VmbChannelDeleteGpadl`), waiting while the server has it
@@ -698,13 +745,19 @@ impl<'b> GpadlCell<'b> {
     }
 
     fn delete_on<K: ChannelBackend>(&self, ops: &ChannelOps<Client, K>) -> bool {
-        // Only the channel the GPADL was made on deletes it (a cell lies in one slot, so this
-        // holds anyway; the compare keeps it true whatever view is passed).
-        // CAST: the address only.
-        if self.link.channel.load(Ordering::Relaxed) != ops.raw() as usize {
+        // Only the channel the GPADL was made on deletes it (`delete_entry` compares).
+        let reference = self.entry.load(Ordering::Acquire);
+        let Some((entry, generation)) = unpack(reference) else {
             return false;
+        };
+        let deleted = delete_entry(entry, Some(generation), ops.kmcl(), ops.raw());
+        if deleted {
+            // The cell is empty again, unless a creation through it has begun meanwhile.
+            let _ = self
+                .entry
+                .compare_exchange(reference, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
-        delete_link(&self.link, ops.kmcl(), ops.raw())
+        deleted
     }
 }
 

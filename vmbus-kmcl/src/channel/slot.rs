@@ -17,11 +17,11 @@ use crate::handle::KernelHandle;
 /// The part of a slot that KMCL's callbacks reach, through the channel pointer
 /// (`VmbChannelSetPointer`), possibly on several threads at once.
 ///
-/// `repr(C)` with the GPADL list first, so that code which knows the channel but not the
-/// handler type finds the list at the channel pointer itself.
+/// `repr(C)` with the GPADL part first, so that code which knows the channel but not the
+/// handler type finds it (and the shared part's size) at the channel pointer itself.
 #[repr(C)]
 pub(crate) struct Shared<H, K> {
-    /// The GPADL cells of the handler that have held a GPADL of this channel.
+    /// The size of this shared part, which the handler's GPADL cells must lie in.
     pub(crate) gpadls: super::gpadl::GpadlList,
     /// The backend the channel was allocated through.
     pub(crate) kmcl: K,
