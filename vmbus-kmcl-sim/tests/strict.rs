@@ -806,6 +806,12 @@ unsafe extern "C" fn slow_packet(
 /// Runs `stop` on the server (pause or disable) while its packet callback runs on the
 /// background delivery thread; returns the server's log.
 fn stop_during_a_packet_callback(stop: unsafe extern "C" fn(VMBCHANNEL)) -> Vec<String> {
+    // The two tests built on this share SLOW_RELEASE and SLOW_ENTERED, and the test harness
+    // runs them on parallel threads: one at a time, or one releases the other's callback early.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     SLOW_RELEASE.store(false, Ordering::SeqCst);
     SLOW_ENTERED.store(false, Ordering::SeqCst);
     let bus = Bus::new();
