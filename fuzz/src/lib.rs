@@ -1,6 +1,8 @@
 //! The bodies of the cargo-fuzz targets (`fuzz_targets/*.rs` call them), kept in a library so
 //! that a crash input can be replayed from a test.
 //!
+//! * [`echo_vsp`]: the real echo VSP (`drivers/echo-vsp`) under the sim's hostile guest,
+//!   with the echo protocol's messages as its well-formed requests.
 //! * [`echo`]: a small echo VSP written with the safe `vmbus-kmcl` API, under the sim's
 //!   hostile guest (`vmbus_kmcl_sim::fuzz`).
 //! * [`incoming`]: the wrapper's incoming-packet token and its payload and external-data
@@ -8,6 +10,7 @@
 //! * [`raw`]: the sim's raw guest-frame parser, `Bus::inject_raw_guest_packet`.
 
 pub mod echo;
+pub mod echo_vsp;
 pub mod incoming;
 pub mod raw;
 
