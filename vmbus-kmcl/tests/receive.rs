@@ -3,7 +3,6 @@
 //! hands out, on both backends (direct exports and interface tables). A counting allocator
 //! shows that the trampoline, the token and a parsing handler allocate nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::pin::pin;
 use std::ptr::NonNull;
@@ -29,49 +28,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 const TYPE: Guid = guid!("0d1e2f30-4a5b-4c6d-8e7f-112233445566");
 const INSTANCE: Guid = guid!("0d1e2f30-4a5b-4c6d-8e7f-000000000002");
 
-// ----- Counting allocations -----
+// ----- Counting allocations: the shared counting allocator -----
 
-struct CountingAllocator;
+#[path = "common/counting.rs"]
+mod counting;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the counters are
-// const-initialised thread locals without destructors, so touching them never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: the caller's layout contract is the system allocator's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Pauses counting while the sim (KMCL) itself runs.
-struct NotCounted(bool);
-
-impl NotCounted {
-    fn new() -> Self {
-        Self(COUNTING.with(|c| c.replace(false)))
-    }
-}
-
-impl Drop for NotCounted {
-    fn drop(&mut self) {
-        COUNTING.with(|c| c.set(self.0));
-    }
-}
+use counting::{NotCounted, ALLOCATIONS, COUNTING};
 
 // ----- A table whose receive entries count only the wrapper -----
 
