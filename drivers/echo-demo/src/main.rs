@@ -14,8 +14,8 @@ use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use echo_protocol::{SetVm, MAX_PAYLOAD};
-use echo_vsc::{EchoVsc, Negotiation, SharedPage};
+use echo_protocol::SetVm;
+use echo_vsc::{EchoVsc, Negotiation, Path, SharedPage};
 use echo_vsp::{EchoVsp, SavedState};
 use vmbus_kmcl::channel::{Channel, ChannelSlot, Client};
 use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
@@ -88,15 +88,6 @@ fn worker_ioctl(bus: &Bus, worker: &Process, trace: bool) -> Result<KernelHandle
     Ok(vm)
 }
 
-/// A deterministic payload for request `sequence`: 1..=MAX_PAYLOAD bytes.
-fn payload(sequence: u32, out: &mut [u8; MAX_PAYLOAD]) -> &[u8] {
-    let len = 1 + (sequence as usize * 37) % MAX_PAYLOAD;
-    for (i, b) in out[..len].iter_mut().enumerate() {
-        *b = (sequence as usize + i * 7) as u8;
-    }
-    &out[..len]
-}
-
 /// Sends requests `range` (odd: through the GPADL, even: inline), printing the first
 /// `trace` and a progress line for long runs.
 fn traffic<K: ChannelBackend>(
@@ -105,25 +96,20 @@ fn traffic<K: ChannelBackend>(
     trace: u32,
     progress: bool,
 ) -> Result<u64, String> {
-    let mut bytes = 0u64;
-    let mut buffer = [0u8; MAX_PAYLOAD];
     let total = range.end - range.start;
     let step = (total / 20).max(1);
-    for sequence in range.clone() {
-        let data = payload(sequence, &mut buffer);
-        let gpadl = sequence % 2 == 1;
-        let result = if gpadl {
-            echo_vsc::echo_gpadl(vsc, sequence, data)
-        } else {
-            echo_vsc::echo_inline(vsc, sequence, data)
-        };
-        result.map_err(|e| format!("request {sequence}: {e}"))?;
-        bytes += data.len() as u64;
-        let done = sequence - range.start + 1;
+    let first = range.start;
+    let summary = echo_vsc::run(vsc, range, |exchange| {
+        let data = exchange.payload;
+        let done = exchange.sequence - first + 1;
         if done <= trace {
             println!(
-                "  #{sequence:<4} VSC -> VSP  {:<6} {:>3} bytes  {:02x?}..  echoed, checked",
-                if gpadl { "GPADL" } else { "inline" },
+                "  #{:<4} VSC -> VSP  {:<6} {:>3} bytes  {:02x?}..  echoed, checked",
+                exchange.sequence,
+                match exchange.path {
+                    Path::Gpadl => "GPADL",
+                    Path::Inline => "inline",
+                },
                 data.len(),
                 &data[..data.len().min(4)]
             );
@@ -135,11 +121,12 @@ fn traffic<K: ChannelBackend>(
             );
             let _ = std::io::stdout().flush();
         }
-    }
+    })
+    .map_err(|e| format!("request {}: {}", e.sequence, e.error))?;
     if progress {
         println!();
     }
-    Ok(bytes)
+    Ok(summary.bytes)
 }
 
 fn row(name: &str, value: impl std::fmt::Display) {

@@ -9,10 +9,15 @@
 //!   negotiates the protocol version with a synchronous request.
 //! * [`open`]: the client channel, targeted at the echo interface.
 //! * [`echo_inline`] and [`echo_gpadl`]: one request each, the reply checked byte for byte.
+//! * [`run`]: a run of requests with deterministic payloads ([`payload`]), alternating
+//!   between the two, stopping at the first failure (the demo's traffic and the kernel
+//!   image's self-test).
+//! * [`config`]: the kernel image's one registry setting, checked.
 #![no_std]
 #![forbid(unsafe_code)]
 
 use core::fmt;
+use core::ops::Range;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
@@ -27,6 +32,8 @@ use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::send::{InlineFlags, Outcome, Timeout};
 use vmbus_kmcl::{Error, Guid};
 use zerocopy::IntoBytes;
+
+pub mod config;
 
 /// The channel's interface type.
 pub const INTERFACE_TYPE: Guid = Guid::from_u128(echo_protocol::INTERFACE_TYPE);
@@ -330,4 +337,124 @@ pub fn echo_gpadl<K: ChannelBackend>(
         sequence,
         payload,
     )
+}
+
+/// How a request of [`run`] travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// In the request packet ([`echo_inline`]).
+    Inline,
+    /// Through the shared page ([`echo_gpadl`]).
+    Gpadl,
+}
+
+impl Path {
+    /// The path of request `sequence` in a [`run`]: odd numbers go through the GPADL, even
+    /// ones inline.
+    pub const fn of(sequence: u32) -> Self {
+        if sequence % 2 == 1 {
+            Self::Gpadl
+        } else {
+            Self::Inline
+        }
+    }
+}
+
+/// The payload of request `sequence` in a [`run`], written to `out`: 1 to [`MAX_PAYLOAD`]
+/// bytes, a different length and content for neighbouring sequence numbers.
+pub fn payload(sequence: u32, out: &mut [u8; MAX_PAYLOAD]) -> &[u8] {
+    // CAST: the remainder is below MAX_PAYLOAD.
+    let len = 1 + (u64::from(sequence) * 37 % MAX_PAYLOAD as u64) as usize;
+    let out = out.split_at_mut(len).0;
+    // CAST: the low byte of the sequence number and of the index, on purpose.
+    let (start, mut step) = (sequence as u8, 0u8);
+    for byte in out.iter_mut() {
+        *byte = start.wrapping_add(step);
+        step = step.wrapping_add(7);
+    }
+    out
+}
+
+/// One checked exchange of a [`run`], as its callback sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange<'p> {
+    /// The request's sequence number.
+    pub sequence: u32,
+    /// How it travelled.
+    pub path: Path,
+    /// The payload, echoed back and checked.
+    pub payload: &'p [u8],
+}
+
+/// What a [`run`] sent (every request counted was answered and checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSummary {
+    /// Requests echoed.
+    pub requests: u32,
+    /// Of which through the GPADL.
+    pub gpadl_requests: u32,
+    /// Payload bytes sent (each came back).
+    pub bytes: u64,
+}
+
+/// Why a [`run`] stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunError {
+    /// The request that failed.
+    pub sequence: u32,
+    /// How.
+    pub error: EchoError,
+    /// What was echoed before it.
+    pub done: RunSummary,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request {}: {} (after {} checked)",
+            self.sequence, self.error, self.done.requests
+        )
+    }
+}
+
+/// Echoes the requests `sequences`, each with [`payload`] along [`Path::of`] its number,
+/// calling `each` after every checked reply; stops at the first failure, so a server that
+/// does not answer costs one [`REQUEST_TIMEOUT`], not one per request.
+///
+/// # Errors
+///
+/// [`RunError`]: the first request that failed, how, and what was done before it.
+pub fn run<K: ChannelBackend>(
+    channel: &Channel<'_, Client, EchoVsc<'_>, K>,
+    sequences: Range<u32>,
+    mut each: impl FnMut(&Exchange<'_>),
+) -> Result<RunSummary, RunError> {
+    let mut done = RunSummary::default();
+    let mut buffer = [0u8; MAX_PAYLOAD];
+    for sequence in sequences {
+        let data = payload(sequence, &mut buffer);
+        let path = Path::of(sequence);
+        let result = match path {
+            Path::Inline => echo_inline(channel, sequence, data),
+            Path::Gpadl => echo_gpadl(channel, sequence, data),
+        };
+        if let Err(error) = result {
+            return Err(RunError {
+                sequence,
+                error,
+                done,
+            });
+        }
+        done.requests += 1;
+        done.gpadl_requests += u32::from(path == Path::Gpadl);
+        // CAST: at most MAX_PAYLOAD.
+        done.bytes += data.len() as u64;
+        each(&Exchange {
+            sequence,
+            path,
+            payload: data,
+        });
+    }
+    Ok(done)
 }

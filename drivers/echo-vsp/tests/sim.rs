@@ -299,3 +299,62 @@ fn a_malformed_packet_is_failed_and_the_channel_serves_no_more() {
         );
     });
 }
+
+#[test]
+fn a_run_alternates_inline_and_gpadl_and_stops_at_the_first_failure() {
+    with_pair(Version::CURRENT, |vsp, vsc| {
+        let mut seen = Vec::new();
+        let summary = echo_vsc::run(vsc, 1..129, |e| seen.push((e.sequence, e.path))).unwrap();
+        assert_eq!(summary.requests, 128);
+        assert_eq!(summary.gpadl_requests, 64);
+        let mut buffer = [0u8; echo_protocol::MAX_PAYLOAD];
+        let bytes: u64 = (1..129)
+            .map(|s| echo_vsc::payload(s, &mut buffer).len() as u64)
+            .sum();
+        assert_eq!(summary.bytes, bytes);
+        assert_eq!(seen.len(), 128);
+        assert_eq!(seen[0], (1, echo_vsc::Path::Gpadl));
+        assert_eq!(seen[1], (2, echo_vsc::Path::Inline));
+        let counters = vsp.handler().counters();
+        assert_eq!(
+            counters.echoes.load(std::sync::atomic::Ordering::Relaxed),
+            128
+        );
+        // The VSP read exactly the GPADL requests' payloads through the GPADL.
+        let gpadl: u64 = (1..129)
+            .step_by(2)
+            .map(|s| echo_vsc::payload(s, &mut buffer).len() as u64)
+            .sum();
+        assert_eq!(
+            counters
+                .gpadl_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            gpadl
+        );
+    });
+    with_pair(Version { major: 2, minor: 0 }, |_, vsc| {
+        let mut calls = 0;
+        let error = echo_vsc::run(vsc, 5..10, |_| calls += 1).unwrap_err();
+        assert_eq!(calls, 0);
+        assert_eq!(
+            error,
+            echo_vsc::RunError {
+                sequence: 5,
+                error: EchoError::NotNegotiated,
+                done: echo_vsc::RunSummary::default(),
+            }
+        );
+    });
+}
+
+#[test]
+fn payloads_differ_and_stay_in_bounds() {
+    let mut a = [0u8; echo_protocol::MAX_PAYLOAD];
+    let mut b = [0u8; echo_protocol::MAX_PAYLOAD];
+    for sequence in [0, 1, 2, 255, 256, u32::MAX - 1, u32::MAX] {
+        let p = echo_vsc::payload(sequence, &mut a).to_vec();
+        assert!((1..=echo_protocol::MAX_PAYLOAD).contains(&p.len()));
+        assert_eq!(p[0], sequence as u8);
+        assert_ne!(p, echo_vsc::payload(sequence.wrapping_add(1), &mut b));
+    }
+}
