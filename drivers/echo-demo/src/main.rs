@@ -10,6 +10,7 @@
 //! everything closes and the simulator's accounting shows what leaked.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -121,6 +122,7 @@ fn traffic<K: ChannelBackend>(
             );
             let _ = std::io::stdout().flush();
         }
+        ControlFlow::Continue(())
     })
     .map_err(|e| format!("request {}: {}", e.sequence, e.error))?;
     if progress {

@@ -17,7 +17,7 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
-use core::ops::Range;
+use core::ops::{ControlFlow, Range};
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
@@ -419,8 +419,9 @@ impl fmt::Display for RunError {
 }
 
 /// Echoes the requests `sequences`, each with [`payload`] along [`Path::of`] its number,
-/// calling `each` after every checked reply; stops at the first failure, so a server that
-/// does not answer costs one [`REQUEST_TIMEOUT`], not one per request.
+/// calling `each` after every checked reply; stops when `each` breaks (returning what was done)
+/// or at the first failure, so a server that does not answer costs one [`REQUEST_TIMEOUT`],
+/// not one per request.
 ///
 /// # Errors
 ///
@@ -428,7 +429,7 @@ impl fmt::Display for RunError {
 pub fn run<K: ChannelBackend>(
     channel: &Channel<'_, Client, EchoVsc<'_>, K>,
     sequences: Range<u32>,
-    mut each: impl FnMut(&Exchange<'_>),
+    mut each: impl FnMut(&Exchange<'_>) -> ControlFlow<()>,
 ) -> Result<RunSummary, RunError> {
     let mut done = RunSummary::default();
     let mut buffer = [0u8; MAX_PAYLOAD];
@@ -450,11 +451,14 @@ pub fn run<K: ChannelBackend>(
         done.gpadl_requests += u32::from(path == Path::Gpadl);
         // CAST: at most MAX_PAYLOAD.
         done.bytes += data.len() as u64;
-        each(&Exchange {
+        let flow = each(&Exchange {
             sequence,
             path,
             payload: data,
         });
+        if flow.is_break() {
+            break;
+        }
     }
     Ok(done)
 }

@@ -3,6 +3,7 @@
 //! failed, save and restore with traffic resuming, and no leaks. The VSP uses the linked
 //! exports, the VSC the client interface table, as in their kernel images.
 
+use std::ops::ControlFlow;
 use std::pin::pin;
 
 use echo_protocol::{ProtocolError, SetVm, Version};
@@ -304,7 +305,11 @@ fn a_malformed_packet_is_failed_and_the_channel_serves_no_more() {
 fn a_run_alternates_inline_and_gpadl_and_stops_at_the_first_failure() {
     with_pair(Version::CURRENT, |vsp, vsc| {
         let mut seen = Vec::new();
-        let summary = echo_vsc::run(vsc, 1..129, |e| seen.push((e.sequence, e.path))).unwrap();
+        let summary = echo_vsc::run(vsc, 1..129, |e| {
+            seen.push((e.sequence, e.path));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(summary.requests, 128);
         assert_eq!(summary.gpadl_requests, 64);
         let mut buffer = [0u8; echo_protocol::MAX_PAYLOAD];
@@ -331,10 +336,29 @@ fn a_run_alternates_inline_and_gpadl_and_stops_at_the_first_failure() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             gpadl
         );
+        // A callback that breaks stops the run after that request, which is counted.
+        let summary = echo_vsc::run(vsc, 200..300, |e| {
+            if e.sequence == 202 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(summary.requests, 3);
+        assert_eq!(summary.gpadl_requests, 1);
+        assert_eq!(
+            counters.echoes.load(std::sync::atomic::Ordering::Relaxed),
+            131
+        );
     });
     with_pair(Version { major: 2, minor: 0 }, |_, vsc| {
         let mut calls = 0;
-        let error = echo_vsc::run(vsc, 5..10, |_| calls += 1).unwrap_err();
+        let error = echo_vsc::run(vsc, 5..10, |_| {
+            calls += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
         assert_eq!(calls, 0);
         assert_eq!(
             error,

@@ -13,7 +13,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use vmbus_kmcl_sys::{NTSTATUS, PDEVICE_OBJECT, PVOID};
+use vmbus_kmcl_sys::{GUID, HANDLE, INTERFACE, NTSTATUS, PDEVICE_OBJECT, PVOID};
 
 /// A counted UTF-16 string (`UNICODE_STRING`).
 #[repr(C)]
@@ -60,10 +60,13 @@ pub const FILE_DEVICE_SECURE_OPEN: u32 = 0x100;
 pub const IO_NO_INCREMENT: i8 = 0;
 
 /// The driver object (`DRIVER_OBJECT`): the glue sets the unload routine and the dispatch
-/// table.
+/// table, and a PnP driver its AddDevice routine in the driver extension.
 #[repr(C)]
 pub struct DRIVER_OBJECT {
-    _head: [u8; 0x68],
+    _head: [u8; 0x30],
+    /// `DriverExtension`.
+    pub DriverExtension: *mut DRIVER_EXTENSION,
+    _middle: [u8; 0x68 - 0x38],
     /// `DriverUnload`.
     pub DriverUnload: Option<DriverUnload>,
     /// `MajorFunction`.
@@ -71,8 +74,46 @@ pub struct DRIVER_OBJECT {
 }
 
 const _: () = assert!(size_of::<DRIVER_OBJECT>() == 0x150);
+const _: () = assert!(offset_of!(DRIVER_OBJECT, DriverExtension) == 0x30);
 const _: () = assert!(offset_of!(DRIVER_OBJECT, DriverUnload) == 0x68);
 const _: () = assert!(offset_of!(DRIVER_OBJECT, MajorFunction) == 0x70);
+
+/// A PnP driver's AddDevice routine (`DRIVER_ADD_DEVICE`): the driver object and the PDO.
+pub type DriverAddDevice =
+    unsafe extern "system" fn(*mut DRIVER_OBJECT, PDEVICE_OBJECT) -> NTSTATUS;
+
+/// The start of the driver extension (`DRIVER_EXTENSION`), which the I/O manager allocates:
+/// the glue only sets `AddDevice`, so only the prefix up to it is declared.
+#[repr(C)]
+pub struct DRIVER_EXTENSION {
+    _driver_object: *mut DRIVER_OBJECT,
+    /// `AddDevice`.
+    pub AddDevice: Option<DriverAddDevice>,
+}
+
+const _: () = assert!(offset_of!(DRIVER_EXTENSION, AddDevice) == 0x08);
+
+/// The start of a device object (`DEVICE_OBJECT`), which only `IoCreateDevice` allocates: the
+/// glue reads and writes `Flags` and reads `DeviceExtension`, so only the prefix up to it is
+/// declared.
+#[repr(C)]
+pub struct DEVICE_OBJECT {
+    _head: [u8; 0x30],
+    /// `Flags` (`DO_*`).
+    pub Flags: u32,
+    _characteristics: u32,
+    _vpb: PVOID,
+    /// `DeviceExtension`: the driver's part, of the size given to `IoCreateDevice`.
+    pub DeviceExtension: PVOID,
+}
+
+const _: () = assert!(offset_of!(DEVICE_OBJECT, Flags) == 0x30);
+const _: () = assert!(offset_of!(DEVICE_OBJECT, DeviceExtension) == 0x40);
+
+/// `DO_POWER_PAGABLE`: power IRPs arrive at PASSIVE_LEVEL.
+pub const DO_POWER_PAGABLE: u32 = 0x0000_2000;
+/// `DO_DEVICE_INITIALIZING`: cleared when AddDevice is done with the device.
+pub const DO_DEVICE_INITIALIZING: u32 = 0x0000_0080;
 
 /// The status block of an IRP (`IO_STATUS_BLOCK`).
 #[repr(C)]
@@ -84,6 +125,17 @@ pub struct IO_STATUS_BLOCK {
     pub Information: usize,
 }
 
+impl IO_STATUS_BLOCK {
+    /// A block for an IRP to fill.
+    pub const fn zeroed() -> Self {
+        Self {
+            Status: 0,
+            _pad: 0,
+            Information: 0,
+        }
+    }
+}
+
 /// An I/O request packet (`IRP`): the system buffer, the status and the current stack location.
 #[repr(C)]
 pub struct IRP {
@@ -93,7 +145,10 @@ pub struct IRP {
     _thread_list: [u8; 0x10],
     /// `IoStatus`.
     pub IoStatus: IO_STATUS_BLOCK,
-    _middle: [u8; 0xb8 - 0x40],
+    _modes: [u8; 3],
+    /// `CurrentLocation`: the index of the current stack location (counts down).
+    pub CurrentLocation: i8,
+    _middle: [u8; 0xb8 - 0x44],
     /// `Tail.Overlay.CurrentStackLocation`.
     pub CurrentStackLocation: *mut IO_STACK_LOCATION,
     _tail: [u8; 0x10],
@@ -102,31 +157,66 @@ pub struct IRP {
 const _: () = assert!(size_of::<IRP>() == 0xd0);
 const _: () = assert!(offset_of!(IRP, SystemBuffer) == 0x18);
 const _: () = assert!(offset_of!(IRP, IoStatus) == 0x30);
+const _: () = assert!(offset_of!(IRP, CurrentLocation) == 0x43);
 const _: () = assert!(offset_of!(IRP, CurrentStackLocation) == 0xb8);
 
-/// An I/O stack location (`IO_STACK_LOCATION`), with the `DeviceIoControl` parameters.
+/// An I/O stack location (`IO_STACK_LOCATION`), its `Parameters` union read as `P`: one of
+/// the parameter layouts below, each asserted to be the union's 32 bytes.
 #[repr(C)]
-pub struct IO_STACK_LOCATION {
+pub struct IO_STACK_LOCATION<P = DeviceIoControl> {
     /// `MajorFunction`.
     pub MajorFunction: u8,
-    _minor_flags_control: [u8; 7],
-    /// `Parameters.DeviceIoControl.OutputBufferLength`.
-    pub OutputBufferLength: u32,
-    _pad0: u32,
-    /// `Parameters.DeviceIoControl.InputBufferLength` (pointer aligned).
-    pub InputBufferLength: u32,
-    _pad1: u32,
-    /// `Parameters.DeviceIoControl.IoControlCode` (pointer aligned).
-    pub IoControlCode: u32,
-    _pad2: u32,
-    _type3_input: PVOID,
+    /// `MinorFunction`.
+    pub MinorFunction: u8,
+    _flags_control: [u8; 2],
+    _pad: u32,
+    /// `Parameters`, as `P`.
+    pub Parameters: P,
     _tail: [u8; 0x20],
 }
 
+/// `Parameters.DeviceIoControl` of an I/O stack location.
+#[repr(C)]
+pub struct DeviceIoControl {
+    /// `OutputBufferLength`.
+    pub OutputBufferLength: u32,
+    _pad0: u32,
+    /// `InputBufferLength` (pointer aligned).
+    pub InputBufferLength: u32,
+    _pad1: u32,
+    /// `IoControlCode` (pointer aligned).
+    pub IoControlCode: u32,
+    _pad2: u32,
+    _type3_input: PVOID,
+}
+
+/// `Parameters.QueryInterface` of an I/O stack location (`IRP_MN_QUERY_INTERFACE`).
+#[repr(C)]
+pub struct QueryInterface {
+    /// `InterfaceType`.
+    pub InterfaceType: *const GUID,
+    /// `Size` of the interface structure.
+    pub Size: u16,
+    /// `Version` asked for.
+    pub Version: u16,
+    /// `Interface`: the structure the exporter fills.
+    pub Interface: *mut INTERFACE,
+    /// `InterfaceSpecificData`.
+    pub InterfaceSpecificData: PVOID,
+}
+
 const _: () = assert!(size_of::<IO_STACK_LOCATION>() == 0x48);
-const _: () = assert!(offset_of!(IO_STACK_LOCATION, OutputBufferLength) == 0x08);
-const _: () = assert!(offset_of!(IO_STACK_LOCATION, InputBufferLength) == 0x10);
-const _: () = assert!(offset_of!(IO_STACK_LOCATION, IoControlCode) == 0x18);
+const _: () = assert!(size_of::<IO_STACK_LOCATION<QueryInterface>>() == 0x48);
+const _: () = assert!(offset_of!(IO_STACK_LOCATION, MinorFunction) == 0x01);
+const _: () = assert!(offset_of!(IO_STACK_LOCATION, Parameters) == 0x08);
+const _: () = assert!(size_of::<DeviceIoControl>() == 0x20);
+const _: () = assert!(offset_of!(DeviceIoControl, InputBufferLength) == 0x08);
+const _: () = assert!(offset_of!(DeviceIoControl, IoControlCode) == 0x10);
+const _: () = assert!(size_of::<QueryInterface>() == 0x20);
+const _: () = assert!(offset_of!(QueryInterface, Size) == 0x08);
+const _: () = assert!(offset_of!(QueryInterface, Version) == 0x0a);
+const _: () = assert!(offset_of!(QueryInterface, Interface) == 0x10);
+const _: () = assert!(offset_of!(QueryInterface, InterfaceSpecificData) == 0x18);
 
 /// A memory descriptor list (`MDL`): the fields `MmGetSystemAddressForMdlSafe` reads.
 #[repr(C)]
@@ -191,4 +281,238 @@ unsafe extern "system" {
         bug_check_on_failure: u32,
         priority: u32,
     ) -> PVOID;
+}
+
+/// `IRP_MJ_POWER`.
+pub const IRP_MJ_POWER: usize = 0x16;
+/// `IRP_MJ_SYSTEM_CONTROL`.
+pub const IRP_MJ_SYSTEM_CONTROL: usize = 0x17;
+/// `IRP_MJ_PNP`.
+pub const IRP_MJ_PNP: usize = 0x1b;
+/// `IRP_MN_START_DEVICE`.
+pub const IRP_MN_START_DEVICE: u8 = 0x00;
+/// `IRP_MN_QUERY_REMOVE_DEVICE`.
+pub const IRP_MN_QUERY_REMOVE_DEVICE: u8 = 0x01;
+/// `IRP_MN_REMOVE_DEVICE`.
+pub const IRP_MN_REMOVE_DEVICE: u8 = 0x02;
+/// `IRP_MN_CANCEL_REMOVE_DEVICE`.
+pub const IRP_MN_CANCEL_REMOVE_DEVICE: u8 = 0x03;
+/// `IRP_MN_STOP_DEVICE`.
+pub const IRP_MN_STOP_DEVICE: u8 = 0x04;
+/// `IRP_MN_QUERY_STOP_DEVICE`.
+pub const IRP_MN_QUERY_STOP_DEVICE: u8 = 0x05;
+/// `IRP_MN_CANCEL_STOP_DEVICE`.
+pub const IRP_MN_CANCEL_STOP_DEVICE: u8 = 0x06;
+/// `IRP_MN_QUERY_INTERFACE`.
+pub const IRP_MN_QUERY_INTERFACE: u8 = 0x08;
+/// `IRP_MN_SURPRISE_REMOVAL`.
+pub const IRP_MN_SURPRISE_REMOVAL: u8 = 0x17;
+
+/// Completes `irp` with `status` and no information (`IoCompleteRequest`, a macro); returns
+/// `status`, for the dispatch routine to return.
+///
+/// # Safety
+///
+/// `irp` is an IRP this driver owns and has not completed; it is not touched after.
+pub unsafe fn complete(irp: *mut IRP, status: NTSTATUS) -> NTSTATUS {
+    // SAFETY: the caller's IRP, owned and not yet completed.
+    let block = unsafe { &mut (*irp).IoStatus };
+    block.Status = status;
+    block.Information = 0;
+    // SAFETY: as above; completed exactly once, here.
+    unsafe { IofCompleteRequest(irp, IO_NO_INCREMENT) };
+    status
+}
+
+/// `IoSkipCurrentIrpStackLocation` (a macro): the next driver gets this driver's stack
+/// location unchanged.
+///
+/// # Safety
+///
+/// `irp` is an IRP this driver owns, about to be passed down with `IofCallDriver` or
+/// `PoCallDriver` and not touched after.
+pub unsafe fn IoSkipCurrentIrpStackLocation(irp: *mut IRP) {
+    // SAFETY: an IRP the caller owns; the macro's two updates, undone by the call down.
+    let irp = unsafe { &mut *irp };
+    irp.CurrentLocation = irp.CurrentLocation.wrapping_add(1);
+    irp.CurrentStackLocation = irp.CurrentStackLocation.wrapping_add(1);
+}
+
+/// `IoGetNextIrpStackLocation` (a macro): the stack location of the driver below, read as
+/// parameters `P`.
+///
+/// # Safety
+///
+/// `irp` is a live IRP this driver owns with a stack location below the current one.
+pub unsafe fn IoGetNextIrpStackLocation<P>(irp: *mut IRP) -> *mut IO_STACK_LOCATION<P> {
+    // SAFETY: an IRP the caller owns.
+    unsafe { (*irp).CurrentStackLocation }
+        .wrapping_sub(1)
+        .cast()
+}
+
+/// A kernel event (`KEVENT`): its dispatcher header, opaque, in nonpaged memory.
+#[repr(C, align(8))]
+pub struct KEVENT {
+    _header: [u8; 0x18],
+}
+
+impl KEVENT {
+    /// Storage for `KeInitializeEvent` to set up.
+    pub const fn zeroed() -> Self {
+        Self { _header: [0; 0x18] }
+    }
+}
+
+const _: () = assert!(size_of::<KEVENT>() == 0x18);
+
+/// `NotificationEvent`: stays signalled until reset.
+pub const NOTIFICATION_EVENT: u32 = 0;
+/// `Executive`, the wait reason of a driver's waits.
+pub const EXECUTIVE: u32 = 0;
+/// `KernelMode`.
+pub const KERNEL_MODE: i8 = 0;
+/// `DelayedWorkQueue`.
+pub const DELAYED_WORK_QUEUE: u32 = 1;
+/// `NonPagedPoolNx`.
+pub const NON_PAGED_POOL_NX: u32 = 512;
+
+/// The attributes of an object to open (`OBJECT_ATTRIBUTES`).
+#[repr(C)]
+pub struct OBJECT_ATTRIBUTES {
+    /// `Length`: the size of this structure.
+    pub Length: u32,
+    /// `RootDirectory`: the handle `ObjectName` is relative to, or NULL.
+    pub RootDirectory: HANDLE,
+    /// `ObjectName`.
+    pub ObjectName: *const UNICODE_STRING,
+    /// `Attributes` (`OBJ_*`).
+    pub Attributes: u32,
+    /// `SecurityDescriptor`.
+    pub SecurityDescriptor: PVOID,
+    /// `SecurityQualityOfService`.
+    pub SecurityQualityOfService: PVOID,
+}
+
+const _: () = assert!(size_of::<OBJECT_ATTRIBUTES>() == 0x30);
+const _: () = assert!(offset_of!(OBJECT_ATTRIBUTES, RootDirectory) == 0x08);
+const _: () = assert!(offset_of!(OBJECT_ATTRIBUTES, ObjectName) == 0x10);
+const _: () = assert!(offset_of!(OBJECT_ATTRIBUTES, Attributes) == 0x18);
+const _: () = assert!(offset_of!(OBJECT_ATTRIBUTES, SecurityDescriptor) == 0x20);
+
+/// `OBJ_CASE_INSENSITIVE`.
+pub const OBJ_CASE_INSENSITIVE: u32 = 0x40;
+/// `OBJ_KERNEL_HANDLE`.
+pub const OBJ_KERNEL_HANDLE: u32 = 0x200;
+/// `KEY_READ`.
+pub const KEY_READ: u32 = 0x0002_0019;
+/// `KeyValuePartialInformation`.
+pub const KEY_VALUE_PARTIAL_INFORMATION_CLASS: u32 = 2;
+
+/// `KEY_VALUE_PARTIAL_INFORMATION` with room for `N` bytes of data.
+#[repr(C)]
+pub struct KEY_VALUE_PARTIAL_INFORMATION<const N: usize> {
+    /// `TitleIndex`.
+    pub TitleIndex: u32,
+    /// `Type` (`REG_*`).
+    pub Type: u32,
+    /// `DataLength`.
+    pub DataLength: u32,
+    /// `Data`.
+    pub Data: [u8; N],
+}
+
+const _: () = assert!(offset_of!(KEY_VALUE_PARTIAL_INFORMATION<1>, Type) == 0x04);
+const _: () = assert!(offset_of!(KEY_VALUE_PARTIAL_INFORMATION<1>, DataLength) == 0x08);
+const _: () = assert!(offset_of!(KEY_VALUE_PARTIAL_INFORMATION<1>, Data) == 0x0c);
+
+/// An I/O work item (`IO_WORKITEM`), opaque.
+#[repr(C)]
+pub struct IO_WORKITEM {
+    _opaque: [u8; 0],
+}
+
+/// A work item routine (`IO_WORKITEM_ROUTINE`).
+pub type WorkItemRoutine = unsafe extern "system" fn(PDEVICE_OBJECT, PVOID);
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "system" {
+    /// Attaches `source` on top of the stack `target` is in; the device it attached to, or
+    /// NULL.
+    pub fn IoAttachDeviceToDeviceStack(
+        source: PDEVICE_OBJECT,
+        target: PDEVICE_OBJECT,
+    ) -> PDEVICE_OBJECT;
+    /// Detaches this driver's device from `target`, the device it attached to.
+    pub fn IoDetachDevice(target: PDEVICE_OBJECT);
+    /// Sends an IRP to the next driver (what the `IoCallDriver` macro calls).
+    pub fn IofCallDriver(device: PDEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS;
+    /// Sends a power IRP to the next driver.
+    pub fn PoCallDriver(device: PDEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS;
+    /// Copies the current stack location down, sends the IRP to `device` and waits for the
+    /// drivers below to complete it; FALSE when it could not be sent. PASSIVE_LEVEL.
+    pub fn IoForwardIrpSynchronously(device: PDEVICE_OBJECT, irp: *mut IRP) -> u8;
+    /// The top of the stack `device` is in, referenced (release with `ObfDereferenceObject`).
+    pub fn IoGetAttachedDeviceReference(device: PDEVICE_OBJECT) -> PDEVICE_OBJECT;
+    /// An IRP of `major` for `device`, which signals `event` and fills `status` when
+    /// completed; NULL without memory. PASSIVE_LEVEL.
+    pub fn IoBuildSynchronousFsdRequest(
+        major: u32,
+        device: PDEVICE_OBJECT,
+        buffer: PVOID,
+        length: u32,
+        offset: *const i64,
+        event: *mut KEVENT,
+        status: *mut IO_STATUS_BLOCK,
+    ) -> *mut IRP;
+    /// Sets up an event.
+    pub fn KeInitializeEvent(event: *mut KEVENT, kind: u32, signalled: u8);
+    /// Signals an event.
+    pub fn KeSetEvent(event: *mut KEVENT, increment: i32, wait: u8) -> i32;
+    /// Waits for an object (an event here), without a timeout when `timeout` is NULL.
+    pub fn KeWaitForSingleObject(
+        object: PVOID,
+        reason: u32,
+        mode: i8,
+        alertable: u8,
+        timeout: *const i64,
+    ) -> NTSTATUS;
+    /// Sleeps for `interval` (negative: relative, in 100 ns units). PASSIVE_LEVEL here.
+    pub fn KeDelayExecutionThread(mode: i8, alertable: u8, interval: *const i64) -> NTSTATUS;
+    /// A work item for `device` (which it keeps referenced while queued), or NULL.
+    pub fn IoAllocateWorkItem(device: PDEVICE_OBJECT) -> *mut IO_WORKITEM;
+    /// Queues `item` to run `routine(device, context)` in a system thread.
+    pub fn IoQueueWorkItem(
+        item: *mut IO_WORKITEM,
+        routine: WorkItemRoutine,
+        queue: u32,
+        context: PVOID,
+    );
+    /// Frees a work item that is not queued.
+    pub fn IoFreeWorkItem(item: *mut IO_WORKITEM);
+    /// Opens a registry key. PASSIVE_LEVEL.
+    pub fn ZwOpenKey(
+        key: *mut HANDLE,
+        access: u32,
+        attributes: *const OBJECT_ATTRIBUTES,
+    ) -> NTSTATUS;
+    /// Reads a value of an open key. PASSIVE_LEVEL.
+    pub fn ZwQueryValueKey(
+        key: HANDLE,
+        name: *const UNICODE_STRING,
+        class: u32,
+        information: PVOID,
+        length: u32,
+        result_length: *mut u32,
+    ) -> NTSTATUS;
+    /// Allocates pool memory (page aligned from a page up), or NULL.
+    pub fn ExAllocatePoolWithTag(pool: u32, bytes: usize, tag: u32) -> PVOID;
+    /// Frees what `ExAllocatePoolWithTag` returned with the same tag.
+    pub fn ExFreePoolWithTag(memory: PVOID, tag: u32);
+}
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    /// Prints to the kernel debugger, `printf`-style.
+    pub fn DbgPrint(format: *const u8, ...) -> u32;
 }

@@ -94,25 +94,10 @@ static GLOBAL: Global = Global {
     channel: UnsafeCell::new(MaybeUninit::uninit()),
 };
 
-/// Completes `irp` with `status`.
-///
-/// # Safety
-///
-/// `irp` is an IRP this driver owns and has not completed.
-unsafe fn complete(irp: *mut IRP, status: NtStatus) -> NTSTATUS {
-    // SAFETY: the caller's IRP, owned and not yet completed.
-    unsafe { (*irp).IoStatus.Status = status.into() };
-    // SAFETY: as above.
-    unsafe { (*irp).IoStatus.Information = 0 };
-    // SAFETY: as above; completed exactly once, here.
-    unsafe { wdm::IofCompleteRequest(irp, wdm::IO_NO_INCREMENT) };
-    status.into()
-}
-
 /// `IRP_MJ_CREATE` and `IRP_MJ_CLOSE`: anyone the device's ACL admits may open it.
 unsafe extern "system" fn create_close(_device: PDEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: the I/O manager hands over an IRP this driver now owns.
-    unsafe { complete(irp, NtStatus::SUCCESS) }
+    unsafe { wdm::complete(irp, NtStatus::SUCCESS.into()) }
 }
 
 /// `IRP_MJ_DEVICE_CONTROL`: `IOCTL_ECHO_SET_VM` converts the worker's handle and offers the
@@ -121,7 +106,12 @@ unsafe extern "system" fn device_control(_device: PDEVICE_OBJECT, irp: *mut IRP)
     // SAFETY: the I/O manager hands over an IRP whose current stack location is ours.
     let stack = unsafe { (*irp).CurrentStackLocation };
     // SAFETY: as above.
-    let (code, length) = unsafe { ((*stack).IoControlCode, (*stack).InputBufferLength) };
+    let (code, length) = unsafe {
+        (
+            (*stack).Parameters.IoControlCode,
+            (*stack).Parameters.InputBufferLength,
+        )
+    };
     // SAFETY: METHOD_BUFFERED: the system buffer holds `length` bytes of input.
     let buffer = unsafe { (*irp).SystemBuffer }.cast::<u8>();
     let status = if code != echo_protocol_ioctl() {
@@ -137,7 +127,7 @@ unsafe extern "system" fn device_control(_device: PDEVICE_OBJECT, irp: *mut IRP)
         set_vm(&request, input)
     };
     // SAFETY: the IRP is still ours.
-    unsafe { complete(irp, status) }
+    unsafe { wdm::complete(irp, status.into()) }
 }
 
 /// The code of `IOCTL_ECHO_SET_VM`.
