@@ -119,5 +119,6 @@ pub use engine::take_orphan_violations;
 pub use engine::{ChannelInfo, ChannelState, LeakReport, RawCompletion, RawPacketError, Side};
 pub use exports::{client_interface, server_interface};
 pub use mdl::{
-    is_sim_mdl, mdl_bytes, mdl_chain_len, mdl_is_read_only, mdl_pfns, mdl_read, mdl_write, SimMdl,
+    is_sim_mdl, mdl_address, mdl_bytes, mdl_chain_len, mdl_is_read_only, mdl_pfns, mdl_read,
+    mdl_write, MdlAddress, SimMdl,
 };
