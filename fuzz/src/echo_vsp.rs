@@ -15,39 +15,18 @@
 
 use std::cell::Cell;
 use std::pin::pin;
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use arbitrary::Arbitrary;
 use echo_protocol::{Version, MAX_MESSAGE, MAX_PAYLOAD};
-use echo_vsp::{EchoVsp, MapSystem};
-use vmbus_kmcl::channel::gpadl::{Access, GpadlMapping, SharedMemory};
+use echo_vsp::sim::SimMapper;
+use echo_vsp::EchoVsp;
 use vmbus_kmcl::channel::{Channel, ChannelSlot, Server};
 use vmbus_kmcl::dispatch::{KmclServer, Linked};
 use vmbus_kmcl_sim::fuzz::{save_restore_in_place, HostileGuest, Vsp};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::VMBCHANNEL;
 use zerocopy::IntoBytes;
-
-/// The sim's stand-in for the kernel glue's system-space mapping of a GPADL: the bytes the
-/// sim keeps behind the mapping's MDL.
-pub struct SimMapper;
-
-impl MapSystem for SimMapper {
-    fn memory<'m, A: Access, K: KmclServer + Copy>(
-        &self,
-        mapping: &'m GpadlMapping<'_, A, K>,
-    ) -> Option<SharedMemory<'m, A>> {
-        // SAFETY: the MDL belongs to `mapping`, which is live for 'm; the slice is used only
-        // for its address and length, never read or written through here.
-        let bytes = unsafe { vmbus_kmcl_sim::mdl_bytes(mapping.as_raw()) }?;
-        let len = bytes.len();
-        let address = NonNull::new(bytes.as_mut_ptr())?;
-        // SAFETY: `address` is the start of the `len` bytes the sim maps for this GPADL, valid
-        // as long as the mapping, which the returned value borrows.
-        Some(unsafe { mapping.memory(address, len) })
-    }
-}
 
 /// A well-formed request of the echo protocol, as the fuzzer builds it.
 #[derive(Arbitrary, Debug, Clone)]
