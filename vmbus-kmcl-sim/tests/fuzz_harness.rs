@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use vmbus_kmcl_sim::fuzz::{save_restore_in_place, HostileGuest, Vsp};
+use vmbus_kmcl_sim::fuzz::{save_restore_in_place, GuestGpadls, HostileGuest, Vsp};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::*;
 
@@ -102,7 +102,7 @@ impl Vsp for RawVsp {
         self.channel
     }
 
-    fn encode(&self, request: &Vec<u8>, out: &mut Vec<u8>) {
+    fn encode(&self, request: &Vec<u8>, _gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(request);
     }
 
@@ -158,6 +158,9 @@ fn a_correct_vsp_survives_random_hostile_inputs() {
         total.sent += stats.sent;
         total.raw_accepted += stats.raw_accepted;
         total.raw_refused += stats.raw_refused;
+        total.replies += stats.replies;
+        total.gpadls_shared += stats.gpadls_shared;
+        total.gpadls_deleted += stats.gpadls_deleted;
         bus.assert_no_leaks();
     }
     // The inputs reach the VSP by both paths, and the parser refuses some raw frames.
@@ -165,6 +168,12 @@ fn a_correct_vsp_survives_random_hostile_inputs() {
     assert!(total.sent > 0, "{total:?}");
     assert!(total.raw_accepted > 0, "{total:?}");
     assert!(total.raw_refused > 0, "{total:?}");
+    if !cfg!(miri) {
+        // The guest shares and deletes GPADLs and gets synchronous replies.
+        assert!(total.replies > 0, "{total:?}");
+        assert!(total.gpadls_shared > 0, "{total:?}");
+        assert!(total.gpadls_deleted > 0, "{total:?}");
+    }
 }
 
 /// Runs random inputs against the raw VSP with `bug` until one panics; returns its message.
