@@ -103,6 +103,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -568,26 +569,37 @@ pub struct HostileGuest {
 }
 
 /// One guest channel and what it holds.
+///
+/// # Invariants
+///
+/// `ctx` comes from `Box::into_raw`, is only reached through shared references, and is freed
+/// by `Drop` alone, after the channel (whose pointer is `ctx`) is cleaned up. A raw pointer and
+/// not a `Box`, so that moving the `Guest` leaves the channel's copy of the pointer valid.
 struct Guest {
     channel: VMBCHANNEL,
-    ctx: Box<GuestCtx>,
+    ctx: NonNull<GuestCtx>,
     /// MDLs of sent packets; they must outlive the packets, so they live as long as the guest.
     mdls: Vec<SimMdl>,
 }
 
 impl Guest {
+    fn ctx(&self) -> &GuestCtx {
+        // SAFETY: live until `Drop` frees it, and only shared references are made (invariant).
+        unsafe { self.ctx.as_ref() }
+    }
+
     /// Answers each held packet once, disables and cleans up the channel (once).
     fn close(&mut self) {
         if self.channel.is_null() {
             return;
         }
-        let held = std::mem::take(&mut *self.ctx.held());
+        let held = std::mem::take(&mut *self.ctx().held());
         for p in held {
             // SAFETY: a packet the guest was delivered and has not answered; each held value
             // is answered once (it was just taken out of the list).
             unsafe { VmbChannelPacketComplete(crate::handle::to_ptr(p), std::ptr::null_mut(), 0) };
         }
-        self.ctx.delete_gpadls(self.channel);
+        self.ctx().delete_gpadls(self.channel);
         // SAFETY: the guest's live channel, passive, outside callbacks.
         unsafe { VmbChannelDisable(self.channel) };
         // SAFETY: as above, disabled just before; not used again (the field is cleared).
@@ -600,6 +612,9 @@ impl Drop for Guest {
     /// Also on a finding's panic, so that the bus is left with the VSP's objects only.
     fn drop(&mut self) {
         self.close();
+        // SAFETY: from `Box::into_raw` (`Box::leak`), freed only here, once, after the channel
+        // that pointed at it was cleaned up (invariant); no reference to it is left.
+        drop(unsafe { Box::from_raw(self.ctx.as_ptr()) });
     }
 }
 
@@ -691,7 +706,7 @@ impl HostileGuest {
     }
 
     fn open_guest(&self, bus: &Bus) -> Guest {
-        let ctx = Box::<GuestCtx>::default();
+        let ctx = NonNull::from(Box::leak(Box::<GuestCtx>::default()));
         let mut channel = std::ptr::null_mut();
         // SAFETY: a live out-pointer; the guest device of `bus`; passive, outside callbacks.
         let s = unsafe { VmbChannelAllocate(bus.guest_device(), 0, &mut channel) };
@@ -721,10 +736,9 @@ impl HostileGuest {
         // SAFETY: as above; the table is a live local (KMCL copies it).
         let s = unsafe { VmbChannelInitSetStateChangeCallbacks(channel, &mut states) };
         assert_eq!(s, 0, "vmbus-kmcl-sim fuzz: guest state callbacks");
-        let ptr: *const GuestCtx = &*ctx;
         // SAFETY: `channel` is live; the pointer stays valid until the channel is cleaned up
-        // (`close_guest` cleans up before dropping the box).
-        unsafe { VmbChannelSetPointer(channel, ptr.cast_mut().cast()) };
+        // (the `Guest` frees it only after its `close`).
+        unsafe { VmbChannelSetPointer(channel, ctx.as_ptr().cast()) };
         // SAFETY: `channel` is live and configured.
         let s = unsafe { VmbChannelEnable(channel) };
         assert_eq!(s, 0, "vmbus-kmcl-sim fuzz: guest enable");
@@ -740,7 +754,7 @@ impl HostileGuest {
     fn close_guest(&self, bus: &Bus, guest: &mut Guest, crashed: bool) {
         let _ = bus.set_ring_full(guest.channel, false);
         if crashed {
-            guest.ctx.held().clear();
+            guest.ctx().held().clear();
         }
         guest.close();
     }
@@ -750,9 +764,9 @@ impl HostileGuest {
     /// after its channel is cleaned up.
     fn replace_guest(&self, bus: &Bus, guest: &mut Guest, crashed: bool) {
         self.close_guest(bus, guest, crashed);
-        let deleted = std::mem::take(&mut guest.ctx.gpadls().deleted);
+        let deleted = std::mem::take(&mut guest.ctx().gpadls().deleted);
         *guest = self.open_guest(bus);
-        guest.ctx.gpadls().deleted = deleted;
+        guest.ctx().gpadls().deleted = deleted;
         self.work(bus);
     }
 
@@ -770,7 +784,7 @@ impl HostileGuest {
             Action::Request { request, kind } => {
                 let mut bytes = Vec::new();
                 guest
-                    .ctx
+                    .ctx()
                     .with_gpadls(|gpadls| vsp.encode(request, gpadls, &mut bytes));
                 match send(guest, &bytes, kind) {
                     Sent::Refused => {}
@@ -779,7 +793,7 @@ impl HostileGuest {
                         stats.sent += 1;
                         stats.replies += 1;
                         guest
-                            .ctx
+                            .ctx()
                             .with_gpadls(|gpadls| vsp.check_reply(request, &bytes, gpadls, &reply));
                     }
                 }
@@ -795,7 +809,7 @@ impl HostileGuest {
             },
             Action::DeleteGpadl(index) => {
                 let taken = {
-                    let mut table = guest.ctx.gpadls();
+                    let mut table = guest.ctx().gpadls();
                     match table.shared.len() {
                         0 => None,
                         len => Some(table.shared.remove(usize::from(*index) % len)),
@@ -805,7 +819,7 @@ impl HostileGuest {
                     // SAFETY: a GPADL of the guest's live channel, deleted once (taken out of
                     // the table); passive, outside callbacks. Its MDL is dropped after.
                     unsafe { VmbChannelDeleteGpadl(guest.channel, g.handle) };
-                    guest.ctx.gpadls().deleted.push(g.handle);
+                    guest.ctx().gpadls().deleted.push(g.handle);
                     stats.gpadls_deleted += 1;
                 }
             }
@@ -976,7 +990,7 @@ fn header(ty: u16, offset8: u16, total8: usize, flags: u16, txid: u64) -> Vec<u8
 }
 
 fn take_held(guest: &Guest, index: u8) -> Option<usize> {
-    let mut held = guest.ctx.held();
+    let mut held = guest.ctx().held();
     if held.is_empty() {
         return None;
     }
@@ -988,7 +1002,7 @@ fn take_held(guest: &Guest, index: u8) -> Option<usize> {
 /// `Some(true)` when KMCL made it, `Some(false)` when it refused, `None` when the guest shares
 /// [`MAX_GPADLS`] already.
 fn share_gpadl(guest: &mut Guest, contents: &[u8], size: u16, read_only: bool) -> Option<bool> {
-    if guest.ctx.gpadls().shared.len() >= MAX_GPADLS {
+    if guest.ctx().gpadls().shared.len() >= MAX_GPADLS {
         return None;
     }
     let len = match size {
@@ -1012,7 +1026,7 @@ fn share_gpadl(guest: &mut Guest, contents: &[u8], size: u16, read_only: bool) -
     if s != crate::status::STATUS_SUCCESS {
         return Some(false);
     }
-    guest.ctx.gpadls().shared.push(SharedGpadl {
+    guest.ctx().gpadls().shared.push(SharedGpadl {
         handle,
         read_only,
         mdl,

@@ -250,3 +250,19 @@ fn an_empty_input_opens_and_closes_the_guest_only() {
     assert_eq!(stats, vmbus_kmcl_sim::fuzz::RunStats::default());
     bus.assert_no_leaks();
 }
+
+#[test]
+fn the_guest_shares_gpadls_and_deletes_them_before_its_channel_goes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    BUG.store(NONE, Ordering::SeqCst);
+    // The first of the deterministic inputs whose guest both shares and deletes a GPADL;
+    // every GPADL still shared when a guest closes, crashes or is closed by the VSP is
+    // deleted by the harness (else the bus reports it left after EvtChannelClosed).
+    let found = inputs(64, 512).into_iter().find_map(|input| {
+        let bus = Bus::new();
+        let stats = HostileGuest::new(TYPE).run(&bus, RawVsp::offer(&bus), &input);
+        bus.assert_no_leaks();
+        (stats.gpadls_shared > 0 && stats.gpadls_deleted > 0).then_some(stats)
+    });
+    assert!(found.is_some(), "no input shares and deletes a GPADL");
+}
