@@ -184,8 +184,8 @@ const GPADL_REFS: u64 = 3;
 
 /// The smallest `u32` tag that selects variant `index` of `count`.
 fn tag(out: &mut Vec<u8>, index: u64, count: u64) {
-    let t = u32::try_from(((index << 32) + count - 1) / count).expect("a variant index");
-    assert_eq!(u64::from(t) * count >> 32, index);
+    let t = u32::try_from((index << 32).div_ceil(count)).expect("a variant index");
+    assert_eq!((u64::from(t) * count) >> 32, index);
     out.extend_from_slice(&t.to_le_bytes());
 }
 
@@ -231,11 +231,12 @@ fn encode_request(out: &mut Vec<u8>, request: &EchoRequest) {
     }
 }
 
+fn send(request: EchoRequest, kind: SendKind) -> Action<EchoRequest> {
+    Action::Request { request, kind }
+}
+
 fn sync(request: EchoRequest) -> Action<EchoRequest> {
-    Action::Request {
-        request,
-        kind: SendKind::Synchronous { reply_units: 64 },
-    }
+    send(request, SendKind::Synchronous { reply_units: 64 })
 }
 
 fn gpadl_echo(sequence: u32, gpadl: GpadlRef, offset: u32, length: u32) -> EchoRequest {
@@ -265,10 +266,7 @@ fn gpadl_seeds() -> Vec<(&'static str, Vec<Action<EchoRequest>>)> {
                 sync(EchoRequest::CurrentVersion { sequence: 1 }),
                 share(b"shared through a GPADL", 0, false),
                 sync(gpadl_echo(2, GpadlRef::Shared(0), 7, 7)),
-                Action::Request {
-                    request: gpadl_echo(3, GpadlRef::Shared(0), 0, 22),
-                    kind: SendKind::Wait,
-                },
+                send(gpadl_echo(3, GpadlRef::Shared(0), 0, 22), SendKind::Wait),
                 Action::Deliver(8),
                 Action::DeleteGpadl(0),
                 sync(gpadl_echo(4, GpadlRef::Deleted(0), 7, 7)),
@@ -287,10 +285,7 @@ fn gpadl_seeds() -> Vec<(&'static str, Vec<Action<EchoRequest>>)> {
                 share(b"a page", 4096, false),
                 sync(gpadl_echo(3, GpadlRef::Shared(1), 4000, 200)),
                 sync(gpadl_echo(4, GpadlRef::Shared(1), 4000, 96)),
-                Action::Request {
-                    request: gpadl_echo(5, GpadlRef::Shared(1), 0, 6),
-                    kind: SendKind::NoWait,
-                },
+                send(gpadl_echo(5, GpadlRef::Shared(1), 0, 6), SendKind::NoWait),
                 Action::DeleteGpadl(1),
                 Action::Deliver(8),
                 share(b"", 0, false),
