@@ -13,7 +13,7 @@ use vmbus_kmcl::channel::{Channel, ChannelSlot, Handler, OpenView, Server, Serve
 use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{guid, Guid};
-use vmbus_kmcl_sim::fuzz::{save_restore_in_place, HostileGuest, Vsp};
+use vmbus_kmcl_sim::fuzz::{save_restore_in_place, GuestGpadls, HostileGuest, Vsp};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::{GUID, VMBCHANNEL};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -62,7 +62,7 @@ impl Vsp for EchoVsp<'_> {
         self.0.as_raw()
     }
 
-    fn encode(&self, request: &Message, out: &mut Vec<u8>) {
+    fn encode(&self, request: &Message, _gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(request.as_bytes());
     }
 

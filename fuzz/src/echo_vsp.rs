@@ -3,51 +3,36 @@
 //!
 //! The guest's well-formed requests are the echo protocol's own messages, encoded with
 //! `echo-protocol`: version requests offering any version (so negotiation is both agreed and
-//! refused), inline echoes of up to `MAX_PAYLOAD` bytes, and GPADL echoes naming any handle,
-//! offset and length (the harness's guest shares no GPADL, so the VSP's map-and-refuse path is
-//! what these reach). Raw and hostile frames come from the harness. Save and restore runs
+//! refused), inline echoes of up to `MAX_PAYLOAD` bytes, and GPADL echoes naming a GPADL the
+//! guest shares, one it deleted or any number ([`GpadlRef`]), at any offset and length. The
+//! guest shares GPADLs of any size and contents, read-only or not, and deletes them, as the
+//! harness's actions say. Raw and hostile frames come from the harness. Save and restore runs
 //! KMCL's save protocol on the VSP's channel in place, which calls the driver's
 //! `SaveRestoreHandler` for every packet in flight.
+//!
+//! The reply to every synchronous GPADL echo is checked against what the guest shares
+//! ([`EchoUnderTest::check_reply`]): an echo must be the shared bytes of the range, and a
+//! refusal of a range inside a GPADL the guest shares writable, after a version was agreed, is
+//! a finding too.
 //!
 //! The echo VSP fails every malformed packet, and KMCL then stops the channel's incoming
 //! queue until the guest reconnects: that is the driver's policy, so after a raw malformed
 //! frame only a reconnect or a crashed guest brings the parser more input.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::pin::pin;
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use arbitrary::Arbitrary;
-use echo_protocol::{Version, MAX_MESSAGE, MAX_PAYLOAD};
-use echo_vsp::{EchoVsp, MapSystem};
-use vmbus_kmcl::channel::gpadl::{Access, GpadlMapping, SharedMemory};
+use echo_protocol::{Kind, Refusal, Request, Response, Version, MAX_MESSAGE, MAX_PAYLOAD};
+use echo_vsp::sim::SimMapper;
+use echo_vsp::EchoVsp;
 use vmbus_kmcl::channel::{Channel, ChannelSlot, Server};
-use vmbus_kmcl::dispatch::{KmclServer, Linked};
-use vmbus_kmcl_sim::fuzz::{save_restore_in_place, HostileGuest, Vsp};
+use vmbus_kmcl::dispatch::Linked;
+use vmbus_kmcl_sim::fuzz::{save_restore_in_place, GpadlRef, GuestGpadls, HostileGuest, Vsp};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::VMBCHANNEL;
 use zerocopy::IntoBytes;
-
-/// The sim's stand-in for the kernel glue's system-space mapping of a GPADL: the bytes the
-/// sim keeps behind the mapping's MDL.
-pub struct SimMapper;
-
-impl MapSystem for SimMapper {
-    fn memory<'m, A: Access, K: KmclServer + Copy>(
-        &self,
-        mapping: &'m GpadlMapping<'_, A, K>,
-    ) -> Option<SharedMemory<'m, A>> {
-        // SAFETY: the MDL belongs to `mapping`, which is live for 'm; the slice is used only
-        // for its address and length, never read or written through here.
-        let bytes = unsafe { vmbus_kmcl_sim::mdl_bytes(mapping.as_raw()) }?;
-        let len = bytes.len();
-        let address = NonNull::new(bytes.as_mut_ptr())?;
-        // SAFETY: `address` is the start of the `len` bytes the sim maps for this GPADL, valid
-        // as long as the mapping, which the returned value borrows.
-        Some(unsafe { mapping.memory(address, len) })
-    }
-}
 
 /// A well-formed request of the echo protocol, as the fuzzer builds it.
 #[derive(Arbitrary, Debug, Clone)]
@@ -77,8 +62,8 @@ pub enum EchoRequest {
     Gpadl {
         /// Sequence number.
         sequence: u32,
-        /// The GPADL handle named.
-        gpadl: u32,
+        /// The GPADL named.
+        gpadl: GpadlRef,
         /// The byte offset in the GPADL.
         offset: u32,
         /// The payload length.
@@ -86,8 +71,9 @@ pub enum EchoRequest {
     },
 }
 
-/// Encodes `request` onto `out` with the protocol crate's encoders.
-pub fn encode(request: &EchoRequest, out: &mut Vec<u8>) {
+/// Encodes `request` onto `out` with the protocol crate's encoders, naming the GPADL handle
+/// `gpadls` gives for its [`GpadlRef`].
+pub fn encode(request: &EchoRequest, gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
     match request {
         EchoRequest::Version {
             sequence,
@@ -118,15 +104,17 @@ pub fn encode(request: &EchoRequest, out: &mut Vec<u8>) {
         } => {
             // CAST: MAX_PAYLOAD is a few hundred.
             let length = length % (MAX_PAYLOAD as u32 + 1);
-            let message = echo_protocol::gpadl_request(*sequence, *gpadl, *offset, length)
+            let gpadl = gpadls.handle(*gpadl);
+            let message = echo_protocol::gpadl_request(*sequence, gpadl, *offset, length)
                 .expect("a length of at most MAX_PAYLOAD is accepted");
             out.extend_from_slice(message.as_bytes());
         }
     }
 }
 
-/// What the echo VSP did during one input (its counters, read when the harness drops it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What the echo VSP did during one input (its counters, read when the harness drops it), and
+/// the GPADL echoes the guest checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Version requests answered.
     pub versions: u64,
@@ -138,6 +126,9 @@ pub struct Tally {
     pub refused: u64,
     /// Malformed packets failed.
     pub failed: u64,
+    /// The payload of every GPADL echo the guest received as the reply to a synchronous
+    /// request, each found equal to the bytes it shared ([`EchoUnderTest::check_reply`]).
+    pub gpadl_echoes: Vec<Vec<u8>>,
 }
 
 /// The echo VSP's channel as the hostile guest sees it; when dropped it writes the VSP's
@@ -145,20 +136,19 @@ pub struct Tally {
 pub struct EchoUnderTest<'s, 't> {
     /// The VSP's channel.
     pub channel: Channel<'s, Server, EchoVsp<SimMapper>, Linked>,
-    /// Where the counters go.
-    pub tally: &'t Cell<Tally>,
+    /// Where the counters and the checked echoes go.
+    pub tally: &'t RefCell<Tally>,
 }
 
 impl Drop for EchoUnderTest<'_, '_> {
     fn drop(&mut self) {
         let c = self.channel.handler().counters();
-        self.tally.set(Tally {
-            versions: c.versions.load(Ordering::Relaxed),
-            echoes: c.echoes.load(Ordering::Relaxed),
-            gpadl_bytes: c.gpadl_bytes.load(Ordering::Relaxed),
-            refused: c.refused.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-        });
+        let mut tally = self.tally.borrow_mut();
+        tally.versions = c.versions.load(Ordering::Relaxed);
+        tally.echoes = c.echoes.load(Ordering::Relaxed);
+        tally.gpadl_bytes = c.gpadl_bytes.load(Ordering::Relaxed);
+        tally.refused = c.refused.load(Ordering::Relaxed);
+        tally.failed = c.failed.load(Ordering::Relaxed);
     }
 }
 
@@ -169,8 +159,69 @@ impl Vsp for EchoUnderTest<'_, '_> {
         self.channel.as_raw()
     }
 
-    fn encode(&self, request: &EchoRequest, out: &mut Vec<u8>) {
-        encode(request, out);
+    fn encode(&self, request: &EchoRequest, gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
+        encode(request, gpadls, out);
+    }
+
+    /// A GPADL echo's reply, checked against what the guest shares: an echo must carry the
+    /// request's sequence and the shared bytes of the range; a refusal must have a reason (no
+    /// version agreed, or a GPADL that is not shared, is read-only, or does not hold the
+    /// range). Replies cut short by a small reply buffer are not judged.
+    fn check_reply(
+        &mut self,
+        _request: &EchoRequest,
+        sent: &[u8],
+        gpadls: &GuestGpadls<'_>,
+        reply: &[u8],
+    ) {
+        let Ok(Request::Gpadl {
+            sequence,
+            gpadl,
+            offset,
+            length,
+        }) = Request::parse(sent)
+        else {
+            return;
+        };
+        let Ok(response) = Response::parse(reply) else {
+            return;
+        };
+        let shared = gpadls.contents(gpadl);
+        // CAST: u32 to usize, lossless on the fuzzing hosts.
+        let range = offset as usize..offset as usize + length as usize;
+        let expected = shared.as_ref().and_then(|bytes| bytes.get(range));
+        match response {
+            Response::Echo {
+                kind: Kind::EchoGpadl,
+                sequence: s,
+                payload,
+            } => {
+                assert_eq!(s, sequence, "a GPADL echo with another request's sequence");
+                assert_eq!(
+                    Some(payload),
+                    expected,
+                    "the GPADL echo of {gpadl}@{offset}+{length} is not the guest's bytes"
+                );
+                self.tally.borrow_mut().gpadl_echoes.push(payload.to_vec());
+            }
+            Response::Refused { refusal, .. } => {
+                let negotiated = self.channel.handler().version().is_some();
+                let servable =
+                    negotiated && expected.is_some() && gpadls.is_read_only(gpadl) == Some(false);
+                assert!(
+                    !servable,
+                    "the VSP refused ({refusal:?}) a GPADL echo of {gpadl}@{offset}+{length} \
+                     inside a writable GPADL the guest shares"
+                );
+                if refusal == Refusal::NotNegotiated {
+                    assert!(
+                        !negotiated,
+                        "refused as not negotiated after an agreed version"
+                    );
+                }
+            }
+            other => panic!("a GPADL echo answered with {other:?}"),
+        }
     }
 
     fn pause(&mut self) {
@@ -202,7 +253,7 @@ pub fn run(data: &[u8]) -> Tally {
         EchoVsp::new(SimMapper)
     ));
     let channel = echo_vsp::offer(slot.as_mut(), None).expect("the echo VSP is offered");
-    let tally = Cell::new(Tally::default());
+    let tally = RefCell::new(Tally::default());
     HostileGuest::new(echo_vsp::INTERFACE_TYPE.into()).run(
         &bus,
         EchoUnderTest {
@@ -212,5 +263,5 @@ pub fn run(data: &[u8]) -> Tally {
         data,
     );
     bus.assert_no_leaks();
-    tally.get()
+    tally.into_inner()
 }

@@ -15,8 +15,17 @@
 //!   hostile;
 //! * completions never sent: packets the VSP sends to the guest are held, and completed with
 //!   arbitrary data, failed, or never answered, as the input says;
+//! * GPADLs: the guest shares memory of any size and contents (read-only or not) and deletes
+//!   it again, also while a request naming it is still in the ring; a request names a GPADL
+//!   by a [`GpadlRef`]: one the guest shares, one it deleted, or any number
+//!   ([`GuestGpadls::handle`] turns it into the handle that goes on the wire);
+//! * replies checked: the reply to each synchronous request goes to [`Vsp::check_reply`] with
+//!   the GPADLs' bytes, so a VSP wrapper can compare an echo with what the guest shared;
 //! * a full guest ring, a crashed guest (the harness then boots a new one), the VSP paused and
 //!   resumed, and the VSP saved and restored mid-stream ([`Vsp::save_restore`]).
+//!
+//! The guest deletes the GPADLs it still shares when its channel closes (in its closed
+//! callback, or before it disables or crashes), as KMCL requires of a client.
 //!
 //! After every action the bus must have recorded no violation, and after the input (the guest
 //! closed, the VSP dropped) nothing may be leaked: otherwise [`HostileGuest::run`] panics with
@@ -28,7 +37,7 @@
 //! target passes the fuzzer's bytes instead):
 //!
 //! ```
-//! use vmbus_kmcl_sim::fuzz::{HostileGuest, Vsp};
+//! use vmbus_kmcl_sim::fuzz::{GuestGpadls, HostileGuest, Vsp};
 //! use vmbus_kmcl_sim::Bus;
 //! use vmbus_kmcl_sys::*;
 //!
@@ -50,7 +59,7 @@
 //!     fn channel(&self) -> VMBCHANNEL {
 //!         self.0
 //!     }
-//!     fn encode(&self, request: &u64, out: &mut Vec<u8>) {
+//!     fn encode(&self, request: &u64, _gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
 //!         out.extend_from_slice(&request.to_le_bytes());
 //!     }
 //! }
@@ -90,10 +99,11 @@
 //! an object leaked once the guest is gone and the VSP dropped, a completion for a raw frame
 //! that asked for none, or a panic of the VSP itself. The harness answers every packet the VSP
 //! sends it exactly once (or lets a crash discard it), so a report is about the VSP, not the
-//! guest.
+//! guest. A wrong reply is a finding when the VSP's [`Vsp::check_reply`] panics on it.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
+use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,8 +125,25 @@ pub trait Vsp {
     /// [`HostileGuest::run`]).
     fn channel(&self) -> VMBCHANNEL;
 
-    /// Appends the wire bytes of `request` to `out`.
-    fn encode(&self, request: &Self::Request, out: &mut Vec<u8>);
+    /// Appends the wire bytes of `request` to `out`; a request that names a GPADL takes its
+    /// handle from `gpadls` ([`GuestGpadls::handle`] of a [`GpadlRef`] in the request).
+    fn encode(&self, request: &Self::Request, gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>);
+
+    /// Checks the VSP's reply to a synchronous `request` the guest sent as the bytes `sent`:
+    /// `reply` is what came back (cut to the guest's reply buffer), `gpadls` what the guest
+    /// shares now, bytes included ([`GuestGpadls::contents`]). Panic on a wrong reply: that
+    /// is a finding.
+    /// Default: every reply is accepted. It runs with the guest's GPADL table locked, so it
+    /// must not drive the bus (the guest's closed callback would wait for the table).
+    fn check_reply(
+        &mut self,
+        request: &Self::Request,
+        sent: &[u8],
+        gpadls: &GuestGpadls<'_>,
+        reply: &[u8],
+    ) {
+        let _ = (request, sent, gpadls, reply);
+    }
 
     /// Pauses the VSP's channel. Default: `VmbChannelPause` on [`Vsp::channel`].
     fn pause(&mut self) {
@@ -331,6 +358,112 @@ pub enum Action<R> {
     Resume,
     /// The VSP is saved and restored ([`Vsp::save_restore`]).
     SaveRestore,
+    /// The guest shares a GPADL (`VmbChannelCreateGpadlFromMdl`) of `size` bytes (0: as many
+    /// as `contents` has) holding `contents`, cut or zero-padded to that size. Skipped while
+    /// the guest shares [`MAX_GPADLS`]; a share KMCL refuses (an empty one, a guest that is
+    /// not open) is counted in [`RunStats::gpadls_refused`].
+    ShareGpadl {
+        /// The bytes shared.
+        contents: Vec<u8>,
+        /// The GPADL's size in bytes.
+        size: u16,
+        /// `VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY`: the VSP may only map it for reading.
+        read_only: bool,
+    },
+    /// The guest deletes the GPADL it shares at this index (modulo their number; nothing when
+    /// it shares none), whether or not a request in the ring still names it.
+    DeleteGpadl(u8),
+}
+
+/// How many GPADLs the guest shares at most at once.
+pub const MAX_GPADLS: usize = 8;
+
+/// How a request names a GPADL; [`GuestGpadls::handle`] gives the handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub enum GpadlRef {
+    /// The one the guest shares at this index (modulo their number); when it shares none, a
+    /// handle the bus never gave out.
+    Shared(u8),
+    /// The one the guest deleted at this index (modulo their number, of every guest of the
+    /// run); when none was deleted, a handle the bus never gave out.
+    Deleted(u8),
+    /// This number, whatever it names.
+    Raw(u32),
+}
+
+/// One GPADL the guest shares: its handle and the MDL of its bytes, which outlives it.
+#[derive(Debug)]
+struct SharedGpadl {
+    handle: u32,
+    read_only: bool,
+    mdl: SimMdl,
+}
+
+/// The guest's GPADLs: those it shares and the handles of those it deleted.
+#[derive(Debug, Default)]
+struct GpadlTable {
+    shared: Vec<SharedGpadl>,
+    deleted: Vec<u32>,
+}
+
+/// The GPADLs of the hostile guest, as [`Vsp::encode`] and [`Vsp::check_reply`] see them.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestGpadls<'a> {
+    shared: &'a [SharedGpadl],
+    deleted: &'a [u32],
+}
+
+impl GuestGpadls<'_> {
+    /// A guest that shares no GPADL and deleted none (for encoding requests outside a run).
+    pub const fn none() -> GuestGpadls<'static> {
+        GuestGpadls {
+            shared: &[],
+            deleted: &[],
+        }
+    }
+
+    /// The handle `r` names. A handle the bus never gave out is taken from the top of the
+    /// `u32` range (the sim numbers GPADLs upward from 1).
+    pub fn handle(&self, r: GpadlRef) -> u32 {
+        let never = |n: u8| u32::MAX - u32::from(n);
+        match r {
+            GpadlRef::Shared(n) => match self.shared.len() {
+                0 => never(n),
+                len => self.shared[usize::from(n) % len].handle,
+            },
+            GpadlRef::Deleted(n) => match self.deleted.len() {
+                0 => never(n),
+                len => self.deleted[usize::from(n) % len],
+            },
+            GpadlRef::Raw(raw) => raw,
+        }
+    }
+
+    /// The handles of the GPADLs the guest shares, oldest first.
+    pub fn shared(&self) -> impl Iterator<Item = u32> + '_ {
+        self.shared.iter().map(|g| g.handle)
+    }
+
+    /// The handles of the GPADLs the guest deleted, oldest first.
+    pub fn deleted(&self) -> &[u32] {
+        self.deleted
+    }
+
+    /// A copy of the bytes of the shared GPADL `handle`, or `None` when the guest does not
+    /// share it (any more).
+    pub fn contents(&self, handle: u32) -> Option<Vec<u8>> {
+        Some(self.find(handle)?.mdl.to_vec())
+    }
+
+    /// Whether the shared GPADL `handle` was shared read-only, or `None` when the guest does
+    /// not share it (any more).
+    pub fn is_read_only(&self, handle: u32) -> Option<bool> {
+        Some(self.find(handle)?.read_only)
+    }
+
+    fn find(&self, handle: u32) -> Option<&SharedGpadl> {
+        self.shared.iter().find(|g| g.handle == handle)
+    }
 }
 
 /// What one input did (for the fuzz target's statistics).
@@ -346,18 +479,67 @@ pub struct RunStats {
     pub raw_refused: usize,
     /// Packets from the VSP the guest answered (completed or failed) by an action.
     pub answered: usize,
+    /// Replies to synchronous requests handed to [`Vsp::check_reply`].
+    pub replies: usize,
+    /// GPADLs the guest shared.
+    pub gpadls_shared: usize,
+    /// GPADL shares KMCL refused.
+    pub gpadls_refused: usize,
+    /// GPADLs the guest deleted by an action (those deleted when a guest closed not counted).
+    pub gpadls_deleted: usize,
 }
 
-/// The guest's side of the harness: packets from the VSP waiting for an answer.
+/// The guest's side of the harness: packets from the VSP waiting for an answer, and the
+/// guest's GPADLs.
 #[derive(Debug, Default)]
 struct GuestCtx {
     held: Mutex<Vec<usize>>,
+    gpadls: Mutex<GpadlTable>,
 }
 
 impl GuestCtx {
     fn held(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn gpadls(&self) -> std::sync::MutexGuard<'_, GpadlTable> {
+        self.gpadls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the guest's GPADLs as the VSP's hooks see them.
+    fn with_gpadls<R>(&self, f: impl FnOnce(&GuestGpadls<'_>) -> R) -> R {
+        let table = self.gpadls();
+        f(&GuestGpadls {
+            shared: &table.shared,
+            deleted: &table.deleted,
+        })
+    }
+
+    /// Deletes every GPADL the guest shares on `channel`, each once, and keeps their handles
+    /// as deleted. The table is not locked during the calls (a delete may run callbacks).
+    fn delete_gpadls(&self, channel: VMBCHANNEL) {
+        let shared = std::mem::take(&mut self.gpadls().shared);
+        for g in &shared {
+            // SAFETY: a GPADL this guest created on `channel` and has not deleted (it was just
+            // taken out of the table); the callers run at PASSIVE_LEVEL (the harness between
+            // actions, or the guest's closed callback).
+            unsafe { VmbChannelDeleteGpadl(channel, g.handle) };
+        }
+        self.gpadls()
+            .deleted
+            .extend(shared.iter().map(|g| g.handle));
+        // The MDLs go only now, after their GPADLs.
+        drop(shared);
+    }
+}
+
+/// The guest's closed callback: KMCL wants every GPADL of the channel deleted by its end.
+unsafe extern "C" fn guest_closed(channel: VMBCHANNEL) {
+    // SAFETY: as in `guest_packet`: the channel pointer is the guest's live `GuestCtx`.
+    let ctx = unsafe { VmbChannelGetPointer(channel) }.cast::<GuestCtx>();
+    // SAFETY: as above; only shared access.
+    let ctx = unsafe { &*ctx };
+    ctx.delete_gpadls(channel);
 }
 
 /// The guest's packet callback: holds every packet for an [`Action`] to answer.
@@ -387,25 +569,37 @@ pub struct HostileGuest {
 }
 
 /// One guest channel and what it holds.
+///
+/// # Invariants
+///
+/// `ctx` comes from `Box::into_raw`, is only reached through shared references, and is freed
+/// by `Drop` alone, after the channel (whose pointer is `ctx`) is cleaned up. A raw pointer and
+/// not a `Box`, so that moving the `Guest` leaves the channel's copy of the pointer valid.
 struct Guest {
     channel: VMBCHANNEL,
-    ctx: Box<GuestCtx>,
+    ctx: NonNull<GuestCtx>,
     /// MDLs of sent packets; they must outlive the packets, so they live as long as the guest.
     mdls: Vec<SimMdl>,
 }
 
 impl Guest {
+    fn ctx(&self) -> &GuestCtx {
+        // SAFETY: live until `Drop` frees it, and only shared references are made (invariant).
+        unsafe { self.ctx.as_ref() }
+    }
+
     /// Answers each held packet once, disables and cleans up the channel (once).
     fn close(&mut self) {
         if self.channel.is_null() {
             return;
         }
-        let held = std::mem::take(&mut *self.ctx.held());
+        let held = std::mem::take(&mut *self.ctx().held());
         for p in held {
             // SAFETY: a packet the guest was delivered and has not answered; each held value
             // is answered once (it was just taken out of the list).
             unsafe { VmbChannelPacketComplete(crate::handle::to_ptr(p), std::ptr::null_mut(), 0) };
         }
+        self.ctx().delete_gpadls(self.channel);
         // SAFETY: the guest's live channel, passive, outside callbacks.
         unsafe { VmbChannelDisable(self.channel) };
         // SAFETY: as above, disabled just before; not used again (the field is cleared).
@@ -418,6 +612,9 @@ impl Drop for Guest {
     /// Also on a finding's panic, so that the bus is left with the VSP's objects only.
     fn drop(&mut self) {
         self.close();
+        // SAFETY: from `Box::into_raw` (`Box::leak`), freed only here, once, after the channel
+        // that pointed at it was cleaned up (invariant); no reference to it is left.
+        drop(unsafe { Box::from_raw(self.ctx.as_ptr()) });
     }
 }
 
@@ -509,7 +706,7 @@ impl HostileGuest {
     }
 
     fn open_guest(&self, bus: &Bus) -> Guest {
-        let ctx = Box::<GuestCtx>::default();
+        let ctx = NonNull::from(Box::leak(Box::<GuestCtx>::default()));
         let mut channel = std::ptr::null_mut();
         // SAFETY: a live out-pointer; the guest device of `bus`; passive, outside callbacks.
         let s = unsafe { VmbChannelAllocate(bus.guest_device(), 0, &mut channel) };
@@ -526,10 +723,22 @@ impl HostileGuest {
         let s =
             unsafe { VmbChannelInitSetProcessPacketCallbacks(channel, Some(guest_packet), None) };
         assert_eq!(s, 0, "vmbus-kmcl-sim fuzz: guest callbacks");
-        let ptr: *const GuestCtx = &*ctx;
+        let mut states = VMB_CHANNEL_STATE_CHANGE_CALLBACKS {
+            Version: 1,
+            // CAST: the table's size, 48 bytes.
+            Size: std::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>() as u32,
+            EvtChannelOpened: None,
+            EvtChannelClosed: Some(guest_closed),
+            EvtChannelSuspend: None,
+            EvtChannelStarted: None,
+            EvtChannelPostStarted: None,
+        };
+        // SAFETY: as above; the table is a live local (KMCL copies it).
+        let s = unsafe { VmbChannelInitSetStateChangeCallbacks(channel, &mut states) };
+        assert_eq!(s, 0, "vmbus-kmcl-sim fuzz: guest state callbacks");
         // SAFETY: `channel` is live; the pointer stays valid until the channel is cleaned up
-        // (`close_guest` cleans up before dropping the box).
-        unsafe { VmbChannelSetPointer(channel, ptr.cast_mut().cast()) };
+        // (the `Guest` frees it only after its `close`).
+        unsafe { VmbChannelSetPointer(channel, ctx.as_ptr().cast()) };
         // SAFETY: `channel` is live and configured.
         let s = unsafe { VmbChannelEnable(channel) };
         assert_eq!(s, 0, "vmbus-kmcl-sim fuzz: guest enable");
@@ -545,16 +754,19 @@ impl HostileGuest {
     fn close_guest(&self, bus: &Bus, guest: &mut Guest, crashed: bool) {
         let _ = bus.set_ring_full(guest.channel, false);
         if crashed {
-            guest.ctx.held().clear();
+            guest.ctx().held().clear();
         }
         guest.close();
     }
 
-    /// Closes the guest (answering what it holds unless it crashed) and boots a new one. The
-    /// old guest's MDLs and context are dropped only after its channel is cleaned up.
+    /// Closes the guest (answering what it holds unless it crashed) and boots a new one, which
+    /// remembers the GPADLs deleted so far. The old guest's MDLs and context are dropped only
+    /// after its channel is cleaned up.
     fn replace_guest(&self, bus: &Bus, guest: &mut Guest, crashed: bool) {
         self.close_guest(bus, guest, crashed);
+        let deleted = std::mem::take(&mut guest.ctx().gpadls().deleted);
         *guest = self.open_guest(bus);
+        guest.ctx().gpadls().deleted = deleted;
         self.work(bus);
     }
 
@@ -571,9 +783,44 @@ impl HostileGuest {
         match action {
             Action::Request { request, kind } => {
                 let mut bytes = Vec::new();
-                vsp.encode(request, &mut bytes);
-                if send(guest, &bytes, kind) {
-                    stats.sent += 1;
+                guest
+                    .ctx()
+                    .with_gpadls(|gpadls| vsp.encode(request, gpadls, &mut bytes));
+                match send(guest, &bytes, kind) {
+                    Sent::Refused => {}
+                    Sent::Accepted => stats.sent += 1,
+                    Sent::Replied(reply) => {
+                        stats.sent += 1;
+                        stats.replies += 1;
+                        guest
+                            .ctx()
+                            .with_gpadls(|gpadls| vsp.check_reply(request, &bytes, gpadls, &reply));
+                    }
+                }
+            }
+            Action::ShareGpadl {
+                contents,
+                size,
+                read_only,
+            } => match share_gpadl(guest, contents, *size, *read_only) {
+                Some(true) => stats.gpadls_shared += 1,
+                Some(false) => stats.gpadls_refused += 1,
+                None => {}
+            },
+            Action::DeleteGpadl(index) => {
+                let taken = {
+                    let mut table = guest.ctx().gpadls();
+                    match table.shared.len() {
+                        0 => None,
+                        len => Some(table.shared.remove(usize::from(*index) % len)),
+                    }
+                };
+                if let Some(g) = taken {
+                    // SAFETY: a GPADL of the guest's live channel, deleted once (taken out of
+                    // the table); passive, outside callbacks. Its MDL is dropped after.
+                    unsafe { VmbChannelDeleteGpadl(guest.channel, g.handle) };
+                    guest.ctx().gpadls().deleted.push(g.handle);
+                    stats.gpadls_deleted += 1;
                 }
             }
             Action::RawFrame {
@@ -743,7 +990,7 @@ fn header(ty: u16, offset8: u16, total8: usize, flags: u16, txid: u64) -> Vec<u8
 }
 
 fn take_held(guest: &Guest, index: u8) -> Option<usize> {
-    let mut held = guest.ctx.held();
+    let mut held = guest.ctx().held();
     if held.is_empty() {
         return None;
     }
@@ -751,10 +998,56 @@ fn take_held(guest: &Guest, index: u8) -> Option<usize> {
     Some(held.swap_remove(i))
 }
 
-/// Sends `bytes` from the guest as `kind` says; true when KMCL accepted it.
-fn send(guest: &mut Guest, bytes: &[u8], kind: &SendKind) -> bool {
+/// Shares a GPADL of `size` bytes (0: `contents.len()`) holding `contents` from the guest:
+/// `Some(true)` when KMCL made it, `Some(false)` when it refused, `None` when the guest shares
+/// [`MAX_GPADLS`] already.
+fn share_gpadl(guest: &mut Guest, contents: &[u8], size: u16, read_only: bool) -> Option<bool> {
+    if guest.ctx().gpadls().shared.len() >= MAX_GPADLS {
+        return None;
+    }
+    let len = match size {
+        0 => contents.len(),
+        n => usize::from(n),
+    };
+    let mut bytes = contents[..contents.len().min(len)].to_vec();
+    bytes.resize(len, 0);
+    let mdl = SimMdl::from_bytes(&bytes);
+    let flags = if read_only {
+        VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY
+    } else {
+        0
+    };
+    let mut handle = 0u32;
+    // SAFETY: the guest's live channel; the MDL goes into the table and lives until after the
+    // GPADL is deleted; `handle` is a live local; passive, outside callbacks.
+    let s = unsafe {
+        VmbChannelCreateGpadlFromMdl(guest.channel, flags, mdl.as_pmdl(), 0, 0, &mut handle)
+    };
+    if s != crate::status::STATUS_SUCCESS {
+        return Some(false);
+    }
+    guest.ctx().gpadls().shared.push(SharedGpadl {
+        handle,
+        read_only,
+        mdl,
+    });
+    Some(true)
+}
+
+/// What became of a request the guest sent.
+enum Sent {
+    /// KMCL refused it.
+    Refused,
+    /// KMCL accepted it (its completion, if any, goes to the default completion routine).
+    Accepted,
+    /// A synchronous request, answered with these bytes.
+    Replied(Vec<u8>),
+}
+
+/// Sends `bytes` from the guest as `kind` says.
+fn send(guest: &mut Guest, bytes: &[u8], kind: &SendKind) -> Sent {
     let Ok(len) = u32::try_from(bytes.len()) else {
-        return false;
+        return Sent::Refused;
     };
     let buffer: PVOID = bytes.as_ptr().cast_mut().cast();
     let ch = guest.channel;
@@ -778,12 +1071,17 @@ fn send(guest: &mut Guest, bytes: &[u8], kind: &SendKind) -> bool {
                 &mut timeout,
             )
         };
-        return s == crate::status::STATUS_SUCCESS;
+        if s != crate::status::STATUS_SUCCESS {
+            return Sent::Refused;
+        }
+        // CAST: u32 to usize, lossless on the sim's 64-bit hosts.
+        reply.truncate(size as usize);
+        return Sent::Replied(reply);
     }
     // SAFETY: the guest channel is live.
     let packet = unsafe { VmbPacketAllocate(ch) };
     if packet.is_null() {
-        return false;
+        return Sent::Refused;
     }
     // The default completion routine frees the packet once it completes; a packet KMCL refused
     // is freed here.
@@ -838,9 +1136,9 @@ fn send(guest: &mut Guest, bytes: &[u8], kind: &SendKind) -> bool {
     if s != crate::status::STATUS_SUCCESS {
         // SAFETY: the send was refused, so the packet is idle and still the guest's.
         unsafe { VmbPacketFree(packet) };
-        return false;
+        return Sent::Refused;
     }
-    true
+    Sent::Accepted
 }
 
 /// Panics with the bus's violations, if any.

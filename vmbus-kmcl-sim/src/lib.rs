@@ -85,8 +85,9 @@
 //!
 //! With the `fuzz` feature, the `fuzz` module plays a hostile guest against a VSP: a sequence
 //! of well-formed requests of the driver's own protocol, raw malformed frames, external data
-//! with hostile windows and page lists, completions withheld, guest crashes, pause and resume,
-//! save and restore, decoded from fuzzer bytes, with the bus's violation and leak accounting
+//! with hostile windows and page lists, completions withheld, GPADLs shared and deleted in
+//! hostile orders, guest crashes, pause and resume, save and restore, decoded from fuzzer
+//! bytes, with the bus's violation and leak accounting
 //! checked after every action and every input (a cargo-fuzz target is a few lines).
 //!
 //! # Choices where the KMCL documentation is silent
@@ -119,5 +120,6 @@ pub use engine::take_orphan_violations;
 pub use engine::{ChannelInfo, ChannelState, LeakReport, RawCompletion, RawPacketError, Side};
 pub use exports::{client_interface, server_interface};
 pub use mdl::{
-    is_sim_mdl, mdl_bytes, mdl_chain_len, mdl_is_read_only, mdl_pfns, mdl_read, mdl_write, SimMdl,
+    is_sim_mdl, mdl_address, mdl_bytes, mdl_chain_len, mdl_is_read_only, mdl_pfns, mdl_read,
+    mdl_write, MdlAddress, SimMdl,
 };

@@ -12,7 +12,8 @@
 //!
 //! Every live representation is registered, so a `PMDL` from the driver is validated before the
 //! sim reads it; a pointer that is not a live sim MDL is rejected, never dereferenced. Drivers
-//! and tests reach the bytes with [`mdl_bytes`] (and [`mdl_read`] / [`mdl_write`]).
+//! and tests reach the bytes with [`mdl_address`] (read-only MDLs included), [`mdl_bytes`] (and
+//! [`mdl_read`] / [`mdl_write`]).
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -398,10 +399,49 @@ pub fn mdl_chain_len(pmdl: PMDL) -> Option<usize> {
         .map(|s| s.iter().map(|s| s.len).sum())
 }
 
+/// Where the bytes of one sim MDL are: the emulator's answer to `MmGetSystemAddressForMdlSafe`.
+///
+/// Returned by [`mdl_address`] for read-only and writable MDLs alike. Only the address is
+/// handed out, never a reference, so holding it asserts nothing about the memory; reading or
+/// writing through it is the holder's `unsafe` step, under the rules of [`mdl_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdlAddress {
+    /// The first byte the MDL describes, with the provenance of the memory behind it.
+    pub address: NonNull<u8>,
+    /// Bytes described by this MDL (not counting chained ones).
+    pub len: usize,
+    /// The MDL was made read-only (a read-only GPADL mapping, external data mapped for
+    /// reading): the holder may read through `address` but must not write.
+    pub read_only: bool,
+}
+
+/// The address and length of the single sim MDL `pmdl` (not its chain), read-only MDLs
+/// included: a server that mapped a GPADL with `VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY` reads the
+/// guest's bytes through it, as a driver reads through the system address of the mapping's MDL.
+///
+/// Returns `None` when `pmdl` is not a live sim MDL or describes no addressable bytes (a page
+/// frame number MDL, an empty one).
+///
+/// The memory stays valid as long as [`mdl_bytes`] says; reading it through `address` needs
+/// that (and no concurrent writer for a plain read), writing needs `read_only` to be false.
+pub fn mdl_address(pmdl: PMDL) -> Option<MdlAddress> {
+    // An address lookup only: the registry supplies the pointer.
+    let (data, len, read_only) = with_repr(pmdl.addr(), |r| (r.data, r.len, r.read_only))?;
+    if len == 0 {
+        return None;
+    }
+    Some(MdlAddress {
+        address: NonNull::new(data)?,
+        len,
+        read_only,
+    })
+}
+
 /// The bytes of the single sim MDL `pmdl` (not its chain), writable.
 ///
 /// Returns `None` when `pmdl` is not a live sim MDL, when it is read-only (a read-only GPADL
-/// mapping or external data mapped read-only) or when it has no addressable bytes.
+/// mapping or external data mapped read-only: [`mdl_address`] serves those for reading) or
+/// when it has no addressable bytes.
 ///
 /// # Safety
 ///

@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use vmbus_kmcl_sim::fuzz::{save_restore_in_place, HostileGuest, Vsp};
+use vmbus_kmcl_sim::fuzz::{save_restore_in_place, GuestGpadls, HostileGuest, Vsp};
 use vmbus_kmcl_sim::Bus;
 use vmbus_kmcl_sys::*;
 
@@ -102,7 +102,7 @@ impl Vsp for RawVsp {
         self.channel
     }
 
-    fn encode(&self, request: &Vec<u8>, out: &mut Vec<u8>) {
+    fn encode(&self, request: &Vec<u8>, _gpadls: &GuestGpadls<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(request);
     }
 
@@ -158,6 +158,9 @@ fn a_correct_vsp_survives_random_hostile_inputs() {
         total.sent += stats.sent;
         total.raw_accepted += stats.raw_accepted;
         total.raw_refused += stats.raw_refused;
+        total.replies += stats.replies;
+        total.gpadls_shared += stats.gpadls_shared;
+        total.gpadls_deleted += stats.gpadls_deleted;
         bus.assert_no_leaks();
     }
     // The inputs reach the VSP by both paths, and the parser refuses some raw frames.
@@ -165,6 +168,12 @@ fn a_correct_vsp_survives_random_hostile_inputs() {
     assert!(total.sent > 0, "{total:?}");
     assert!(total.raw_accepted > 0, "{total:?}");
     assert!(total.raw_refused > 0, "{total:?}");
+    if !cfg!(miri) {
+        // The guest shares and deletes GPADLs and gets synchronous replies.
+        assert!(total.replies > 0, "{total:?}");
+        assert!(total.gpadls_shared > 0, "{total:?}");
+        assert!(total.gpadls_deleted > 0, "{total:?}");
+    }
 }
 
 /// Runs random inputs against the raw VSP with `bug` until one panics; returns its message.
@@ -240,4 +249,20 @@ fn an_empty_input_opens_and_closes_the_guest_only() {
     let stats = HostileGuest::new(TYPE).run(&bus, vsp, &[]);
     assert_eq!(stats, vmbus_kmcl_sim::fuzz::RunStats::default());
     bus.assert_no_leaks();
+}
+
+#[test]
+fn the_guest_shares_gpadls_and_deletes_them_before_its_channel_goes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    BUG.store(NONE, Ordering::SeqCst);
+    // The first of the deterministic inputs whose guest both shares and deletes a GPADL;
+    // every GPADL still shared when a guest closes, crashes or is closed by the VSP is
+    // deleted by the harness (else the bus reports it left after EvtChannelClosed).
+    let found = inputs(64, 512).into_iter().find_map(|input| {
+        let bus = Bus::new();
+        let stats = HostileGuest::new(TYPE).run(&bus, RawVsp::offer(&bus), &input);
+        bus.assert_no_leaks();
+        (stats.gpadls_shared > 0 && stats.gpadls_deleted > 0).then_some(stats)
+    });
+    assert!(found.is_some(), "no input shares and deletes a GPADL");
 }

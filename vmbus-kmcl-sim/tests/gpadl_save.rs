@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use vmbus_kmcl_sim::status::*;
-use vmbus_kmcl_sim::{mdl_bytes, mdl_is_read_only, mdl_read, Bus, SimMdl};
+use vmbus_kmcl_sim::{mdl_address, mdl_bytes, mdl_is_read_only, mdl_read, mdl_write, Bus, SimMdl};
 use vmbus_kmcl_sys::*;
 
 fn create_from_buffer(c: &Ep, buf: &mut [u8], flags: u32) -> (NTSTATUS, u32) {
@@ -92,6 +92,49 @@ fn gpadl_from_mdl_window() {
         VmbChannelUnmapGpadl(s.ch, id);
         VmbChannelDeleteGpadl(c.ch, id);
     }
+    teardown(&[&c, &s]);
+    bus.assert_no_leaks();
+}
+
+#[test]
+fn a_read_only_mapping_serves_its_bytes_for_reading() {
+    let bus = Bus::new();
+    let (s, c) = pair(&bus);
+    let mut buf: Vec<u8> = (0..48u8).collect();
+    let (st, id) = create_from_buffer(&c, &mut buf, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY);
+    assert_eq!(st, STATUS_SUCCESS);
+    let (st, mdl) = map(&s, id, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY);
+    assert_eq!(st, STATUS_SUCCESS);
+    let at = mdl_address(mdl).expect("a read-only mapping has an address");
+    assert!(at.read_only);
+    assert_eq!(at.len, 48);
+    // SAFETY: the GPADL buffer is alive (deleted below) and nothing writes it meanwhile.
+    let seen = unsafe { std::slice::from_raw_parts(at.address.as_ptr(), at.len) }.to_vec();
+    assert_eq!(seen, (0..48u8).collect::<Vec<_>>(), "the guest's bytes");
+    // Still no writable view, and the sim's own writer refuses it.
+    // SAFETY: as above.
+    assert!(unsafe { mdl_bytes(mdl) }.is_none());
+    // SAFETY: as above.
+    assert!(!unsafe { mdl_write(mdl, 0, b"x") });
+    // SAFETY: live channels.
+    unsafe { VmbChannelUnmapGpadl(s.ch, id) };
+    // A write mapping of a writable GPADL is addressed the same way, not read-only.
+    let mut buf2 = vec![7u8; 8];
+    let (_, id2) = create_from_buffer(&c, &mut buf2, 0);
+    let (st, mdl2) = map(&s, id2, 0);
+    assert_eq!(st, STATUS_SUCCESS);
+    let at2 = mdl_address(mdl2).expect("a write mapping has an address");
+    assert_eq!((at2.len, at2.read_only), (8, false));
+    // A pointer that is no sim MDL has no address.
+    let mut not_mdl = 0u64;
+    assert_eq!(mdl_address(std::ptr::from_mut(&mut not_mdl).cast()), None);
+    // SAFETY: live channels; the buffers outlive their GPADLs.
+    unsafe {
+        VmbChannelUnmapGpadl(s.ch, id2);
+        VmbChannelDeleteGpadl(c.ch, id2);
+        VmbChannelDeleteGpadl(c.ch, id);
+    }
+    assert_eq!(mdl_address(mdl), None, "gone with the unmap");
     teardown(&[&c, &s]);
     bus.assert_no_leaks();
 }

@@ -26,7 +26,7 @@ use vmbus_kmcl_sim::Bus;
 use zerocopy::IntoBytes;
 
 mod sim;
-use sim::SimMapper;
+use echo_vsp::sim::SimMapper;
 
 /// The demo's options.
 struct Options {

@@ -1,33 +1,13 @@
-//! What the kernel glue supplies, on the simulator: the device objects and the system-space
-//! address of a mapped GPADL. The only `unsafe` of the demo (and of the drivers' sim tests,
-//! which include this file).
+//! What the kernel glue supplies, on the simulator: the device objects, the interface table
+//! and the IRP. The only `unsafe` of the demo (and of the drivers' sim tests, which include
+//! this file); the system-space address of a mapped GPADL is `echo_vsp::sim::SimMapper`.
 
 use std::ptr::NonNull;
 
-use echo_vsp::MapSystem;
-use vmbus_kmcl::channel::gpadl::{Access, GpadlMapping, SharedMemory};
-use vmbus_kmcl::dispatch::{ClientInterface, KmclServer};
+use vmbus_kmcl::dispatch::ClientInterface;
 use vmbus_kmcl::{DeviceRef, Request};
 use vmbus_kmcl_sim::nt::Irp;
 use vmbus_kmcl_sim::Bus;
-
-/// The sim's stand-in for `MmGetSystemAddressForMdlSafe`: the bytes of a mapped GPADL.
-pub struct SimMapper;
-
-impl MapSystem for SimMapper {
-    fn memory<'m, A: Access, K: KmclServer + Copy>(
-        &self,
-        mapping: &'m GpadlMapping<'_, A, K>,
-    ) -> Option<SharedMemory<'m, A>> {
-        // SAFETY: the MDL of a live mapping (the borrow of `mapping`); the slice is only used
-        // to take its address and length below.
-        let bytes = unsafe { vmbus_kmcl_sim::mdl_bytes(mapping.as_raw()) }?;
-        let len = bytes.len();
-        let address = NonNull::new(bytes.as_mut_ptr())?;
-        // SAFETY: `address` maps the GPADL's `len` bytes while the mapping lives.
-        Some(unsafe { mapping.memory(address, len) })
-    }
-}
 
 /// The root (VSP) and guest (VSC) device objects of `bus`.
 pub fn devices(bus: &Bus) -> (DeviceRef<'_>, DeviceRef<'_>) {

@@ -15,8 +15,13 @@
 //!    malformed bytes is not served further).
 //! 4. [`save`] and [`offer_restored`]: the channel state through KMCL's save protocol into
 //!    caller storage, and a fresh channel restored from it.
+//!
+//! With the feature `sim`, [`sim::SimMapper`] is the emulator's [`MapSystem`] (the one
+//! `unsafe` block of the crate, in that module only; without the feature the crate forbids
+//! `unsafe`).
 #![no_std]
-#![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "sim"), forbid(unsafe_code))]
+#![cfg_attr(feature = "sim", deny(unsafe_code))]
 
 use core::fmt;
 use core::pin::Pin;
@@ -36,6 +41,9 @@ use vmbus_kmcl::{Error, Guid, KernelHandle, Request};
 use zerocopy::IntoBytes;
 
 pub use echo_protocol::IOCTL_ECHO_SET_VM;
+
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// The channel's interface type.
 pub const INTERFACE_TYPE: Guid = Guid::from_u128(echo_protocol::INTERFACE_TYPE);
@@ -187,8 +195,8 @@ impl<M: MapSystem> EchoVsp<M> {
 
     /// Copies `out.len()` bytes at `offset` of the client's GPADL, mapped for the copy;
     /// `None` when the GPADL is unknown or the range is outside it. The mapping is a write
-    /// mapping although the VSP only reads: the simulator cannot give an address for a
-    /// read-only mapping's MDL, and the client shares the page without the read-only flag.
+    /// mapping although the VSP only reads, so a GPADL the client shared read-only is
+    /// refused too.
     fn read_gpadl<K: ChannelBackend + KmclServer + Copy>(
         &self,
         channel: &OpenView<'_, Server, K>,

@@ -19,7 +19,7 @@ use zerocopy::IntoBytes;
 
 #[path = "../../echo-demo/src/sim.rs"]
 mod sim;
-use sim::SimMapper;
+use echo_vsp::sim::SimMapper;
 
 fn set_vm(raw: vmbus_kmcl_sys::HANDLE) -> SetVm {
     SetVm {
