@@ -210,28 +210,22 @@ fn run_owned<S, C>(
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    let mut vsp_slot = pin_slot!(ChannelSlot::new(
-        common::root(&bus),
-        server,
-        Echo::default()
-    ));
-    let mut vsc_slot = pin_slot!(ChannelSlot::new(
-        common::guest(&bus),
-        client,
-        Vsc::new(quiet)
-    ));
-    let vsp = common::offer(vsp_slot.as_mut(), TYPE, INSTANCE);
-    let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
-    vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
-    vsc.set_maximum_packet_size(256).unwrap();
-    let vsc = vsc.enable().unwrap();
-    bus.run_until_idle();
-    assert!(vsp.is_open() && vsc.is_open());
-    // The started callback's message.
-    assert_eq!(vsp.handler().received.load(Ordering::Relaxed), 1);
-    scenario(&bus, vsp, vsc);
-    assert_eq!(bus.take_violations(), Vec::<String>::new());
-    bus.assert_no_leaks();
+    let (vsp, vsc) = (Echo::default(), Vsc::new(quiet));
+    common::with_slots(&bus, server, vsp, client, vsc, |vsp_slot, vsc_slot| {
+        let vsp = common::offer(vsp_slot, TYPE, INSTANCE);
+        let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
+        vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
+        vsc.set_maximum_packet_size(256).unwrap();
+        let vsc = vsc.enable().unwrap();
+        bus.run_until_idle();
+        assert!(vsp.is_open() && vsc.is_open());
+        // The started callback's message.
+        assert_eq!(vsp.handler().received.load(Ordering::Relaxed), 1);
+        scenario(&bus, vsp, vsc);
+        // Checked with the slots still alive: a channel the scenario leaked counts.
+        assert_eq!(bus.take_violations(), Vec::<String>::new());
+        bus.assert_no_leaks();
+    });
 }
 
 /// [`run_owned`] with the channels borrowed by `scenario` and taken down afterwards.

@@ -67,6 +67,27 @@ where
     (vsp, vsc)
 }
 
+/// Runs `f` on a server slot (`server`, handler `vsp`, on the bus's root device) and a client
+/// slot (`client`, handler `vsc`, on its guest device), each from [`ChannelSlot::scope`], so
+/// the handlers and backends may borrow (the interface tables of [`both_backends`], a local
+/// buffer). The client slot is dropped first, then the server slot, both before this returns.
+pub fn with_slots<'b, HS, S, HC, C, R>(
+    bus: &'b Bus,
+    server: S,
+    vsp: HS,
+    client: C,
+    vsc: HC,
+    f: impl FnOnce(Pin<&mut ChannelSlot<'b, HS, S>>, Pin<&mut ChannelSlot<'b, HC, C>>) -> R,
+) -> R
+where
+    S: ChannelBackend,
+    C: ChannelBackend,
+{
+    ChannelSlot::scope(root(bus), server, vsp, |vsp_slot| {
+        ChannelSlot::scope(guest(bus), client, vsc, |vsc_slot| f(vsp_slot, vsc_slot))
+    })
+}
+
 /// Defines two tests running `$scenario(server, client)`: `$linked` with the linked exports,
 /// `$tables` with the sim's interface tables (checked for leaks afterwards).
 #[allow(
@@ -94,27 +115,5 @@ macro_rules! both_backends {
             drop((server, client));
             bus.assert_no_leaks();
         }
-    };
-}
-
-/// `pin_slot!(ChannelSlot::new(device, kmcl, handler))`: a slot whose handler or backend may
-/// borrow (the interface tables of [`both_backends`], a local buffer), pinned as a temporary
-/// of the enclosing block like [`core::pin::pin!`].
-///
-/// Only for synchronous test functions: there the pinned temporary cannot be moved out or
-/// forgotten and is dropped at the end of its block, before the borrows it holds end, which
-/// is the promise `ChannelSlot::new_borrowing` asks for.
-#[allow(
-    unused_macros,
-    reason = "each test binary uses a different subset of the helpers"
-)]
-macro_rules! pin_slot {
-    (ChannelSlot::new($device:expr, $kmcl:expr, $handler:expr $(,)?)) => {
-        ::core::pin::pin!({
-            let (device, kmcl, handler) = ($device, $kmcl, $handler);
-            // SAFETY: the slot is a pinned temporary of a synchronous function's block (see
-            // the macro's docs): it is dropped, never leaked, before its borrows end.
-            unsafe { vmbus_kmcl::channel::ChannelSlot::new_borrowing(device, kmcl, handler) }
-        })
     };
 }
