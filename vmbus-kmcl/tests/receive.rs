@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use vmbus_kmcl::channel::{Client, ClientBuilder, Handler, OpenView, Server, ServerBuilder};
-use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
+use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, ServerInterface};
 use vmbus_kmcl::packet::{
     DeferredPacket, ExternalData, ExternalDataFlags, IncomingPacket, PacketFlags, PayloadError,
 };
@@ -26,6 +26,7 @@ const INSTANCE: Guid = guid!("0d1e2f30-4a5b-4c6d-8e7f-000000000002");
 
 // ----- Counting allocations: the shared counting allocator -----
 
+#[macro_use]
 mod common;
 #[path = "common/counting.rs"]
 mod counting;
@@ -333,21 +334,8 @@ where
     });
 }
 
-/// Runs `$check` with the linked exports and with the interface tables.
-macro_rules! both_backends {
-    ($($check:ident => $linked:ident, $tables:ident;)*) => {$(
-        #[test]
-        fn $linked() {
-            $check(Linked, Linked);
-        }
-        #[test]
-        fn $tables() {
-            $check(server_table(), client_table());
-        }
-    )*};
-}
-
 both_backends! {
+    tables: server_table(), client_table();
     complete_with_and_without_a_response => complete_linked, complete_tables;
     fail_reaches_the_sender_and_stops_the_queue => fail_linked, fail_tables;
     dropping_an_unanswered_packet_fails_it => drop_linked, drop_tables;

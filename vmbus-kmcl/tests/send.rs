@@ -16,7 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use vmbus_kmcl::channel::{Client, ClientBuilder, Handler, OpenView, Server};
-use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
+use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, ServerInterface};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::send::{
     Completion, InlineFlags, MdlFlags, Outcome, OutgoingPacket, PacketStorage, SendCompletion,
@@ -250,20 +250,8 @@ fn run<S, C>(
     });
 }
 
-macro_rules! both_backends {
-    ($($check:ident => $linked:ident, $tables:ident;)*) => {$(
-        #[test]
-        fn $linked() {
-            $check(Linked, Linked);
-        }
-        #[test]
-        fn $tables() {
-            $check(server_table(), client_table());
-        }
-    )*};
-}
-
 both_backends! {
+    tables: server_table(), client_table();
     a_full_ring_queues_packets_that_complete_in_order => queue_linked, queue_tables;
     completions_with_and_without_waiting => waiting_linked, waiting_tables;
     caller_storage_is_checked_and_reused => storage_linked, storage_tables;

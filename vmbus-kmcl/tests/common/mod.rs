@@ -90,11 +90,26 @@ where
 
 /// Defines two tests running `$scenario(server, client)`: `$linked` with the linked exports,
 /// `$tables` with the sim's interface tables (checked for leaks afterwards).
+///
+/// The list form, `tables: $server, $client; $check => $linked, $tables; ...`, defines the two
+/// tests for each `$check`, the second with the tables `$server` and `$client` (expressions,
+/// evaluated in each test, such as a binary's own `'static` tables).
 #[allow(
     unused_macros,
     reason = "each test binary uses a different subset of the helpers"
 )]
 macro_rules! both_backends {
+    (tables: $server:expr, $client:expr; $($check:ident => $linked:ident, $tables:ident;)*) => {$(
+        #[test]
+        fn $linked() {
+            $check(vmbus_kmcl::dispatch::Linked, vmbus_kmcl::dispatch::Linked);
+        }
+
+        #[test]
+        fn $tables() {
+            $check($server, $client);
+        }
+    )*};
     ($linked:ident, $tables:ident, $scenario:expr) => {
         #[test]
         fn $linked() {
