@@ -568,14 +568,7 @@ fn truncated_guest_payloads_are_typed_errors<S: ChannelBackend + KmclServer, C: 
 )]
 fn the_receive_path_allocates_nothing() {
     run(server_table(), client_table(), Mode::Parse, false, |run| {
-        // The counter counts: one copy made inside a counted callback is seen.
-        COUNTING.with(|c| c.set(true));
-        let seen = vec![1u8];
-        COUNTING.with(|c| c.set(false));
-        assert_eq!(ALLOCATIONS.with(Cell::get), 1);
-        drop(seen);
-
-        ALLOCATIONS.with(|n| n.set(0));
+        counting::check_the_counter_and_reset();
         for id in 0..16 {
             let reply = (run.request)(Request { id, value: id }.as_bytes()).unwrap();
             assert_eq!(reply[..4], id.to_le_bytes());

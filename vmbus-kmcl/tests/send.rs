@@ -668,14 +668,7 @@ fn storage_packets_are_reused_without_allocating() {
         counting_client_table(),
         true,
         |bus, vsc, vsp| {
-            // The counter counts: one allocation made while counting is seen.
-            COUNTING.with(|c| c.set(true));
-            let seen = vec![1u8];
-            COUNTING.with(|c| c.set(false));
-            assert_eq!(ALLOCATIONS.with(Cell::get), 1);
-            drop(seen);
-
-            ALLOCATIONS.with(|n| n.set(0));
+            counting::check_the_counter_and_reset();
             for round in 0..ROUNDS {
                 COUNTING.with(|c| c.set(true));
                 let packet = vsc.storage_packet(|h: &Vsc| &h.storage).unwrap();
