@@ -34,12 +34,15 @@ struct Filler {
     reopened: AtomicBool,
     /// What the first `opened` saw: every creation of `cells[..MAX_GPADLS]`.
     filled: Mutex<Vec<Result<GpadlHandle>>>,
-    /// The creation one past the limit, the delete that frees an entry, and the creation that
-    /// takes it.
-    at_the_limit: Mutex<Option<(Result<GpadlHandle>, Result<bool>, Result<GpadlHandle>)>>,
+    /// What the first `opened` did at the limit.
+    at_the_limit: Mutex<Option<AtTheLimit>>,
     /// The creation of a later `opened`.
     late_result: Mutex<Option<Result<GpadlHandle>>>,
 }
+
+/// The creation one past the limit, the delete that frees an entry, and the creation that
+/// takes it.
+type AtTheLimit = (Result<GpadlHandle>, Result<bool>, Result<GpadlHandle>);
 
 impl Filler {
     fn new() -> Self {
