@@ -11,14 +11,14 @@ use std::sync::Mutex;
 use vmbus_kmcl::channel::gpadl::{
     GpadlCell, GpadlFlags, GpadlHandle, SharedBuffer, MAX_GPADLS, MAX_MAPPINGS,
 };
-use vmbus_kmcl::channel::{Client, Handler, OpenView, Server};
+use vmbus_kmcl::channel::{Client, Handler, OpenView};
 use vmbus_kmcl::dispatch::{ChannelBackend, Linked};
 use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{guid, Error, Guid, Result};
 use vmbus_kmcl_sim::Bus;
 
 mod common;
-use common::{open_pair, with_slots};
+use common::{open_pair, with_slots, CompleteAll};
 
 const TYPE: Guid = guid!("3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7");
 const INSTANCE: Guid = guid!("3e4f5a6b-7c8d-4e9f-a0b1-000000000001");
@@ -82,83 +82,67 @@ impl<K: ChannelBackend> Handler<Client, K> for Filler {
     }
 }
 
-/// A server that answers every packet.
-struct Vsp;
-
-impl<K: ChannelBackend> Handler<Server, K> for Vsp {
-    fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
-        packet.complete_empty();
-    }
-}
-
 #[test]
 fn full_tables_refuse_with_typed_errors_and_freed_entries_are_reused() {
     // Both tables have room for the client's GPADLs, all mapped at once.
     assert_eq!(MAX_GPADLS, MAX_MAPPINGS);
     let bus = Bus::new();
-    let vsc = Filler::new();
-    with_slots(
-        &bus,
-        Linked,
-        Vsp,
-        Linked,
-        vsc,
-        |mut vsp_slot, mut vsc_slot| {
-            let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
-            let filler = vsc.handler();
+    let (vsp, vsc) = (CompleteAll, Filler::new());
+    with_slots(&bus, Linked, vsp, Linked, vsc, |vsp_slot, vsc_slot| {
+        let (vsp, vsc) = open_pair(&bus, vsp_slot, vsc_slot, TYPE, INSTANCE);
+        let filler = vsc.handler();
 
-            // The GPADL table: MAX_GPADLS creations succeed, one more is refused before KMCL,
-            // and the entry a delete frees is taken by the next creation.
-            let filled = filler.filled.lock().unwrap().clone();
-            assert_eq!(filled.len(), MAX_GPADLS);
-            assert!(filled.iter().all(Result::is_ok), "{filled:?}");
-            let (refused, freed, taken) = filler.at_the_limit.lock().unwrap().take().unwrap();
-            assert_eq!(refused, Err(Error::TooManyGpadls));
-            assert_eq!(freed, Ok(true));
-            let taken = taken.unwrap();
-            assert_eq!(filler.cells[0].handle(), None);
-            assert_eq!(filler.cells[MAX_GPADLS].handle(), Some(taken));
-            let held: Vec<GpadlHandle> = filler.cells[1..]
-                .iter()
-                .map(|cell| cell.handle().unwrap())
-                .collect();
-            assert_eq!(held.len(), MAX_GPADLS);
+        // The GPADL table: MAX_GPADLS creations succeed, one more is refused before KMCL,
+        // and the entry a delete frees is taken by the next creation.
+        let filled = filler.filled.lock().unwrap().clone();
+        assert_eq!(filled.len(), MAX_GPADLS);
+        assert!(filled.iter().all(Result::is_ok), "{filled:?}");
+        let (refused, freed, taken) = filler.at_the_limit.lock().unwrap().take().unwrap();
+        assert_eq!(refused, Err(Error::TooManyGpadls));
+        assert_eq!(freed, Ok(true));
+        let taken = taken.unwrap();
+        assert_eq!(filler.cells[0].handle(), None);
+        assert_eq!(filler.cells[MAX_GPADLS].handle(), Some(taken));
+        let held: Vec<GpadlHandle> = filler.cells[1..]
+            .iter()
+            .map(|cell| cell.handle().unwrap())
+            .collect();
+        assert_eq!(held.len(), MAX_GPADLS);
 
-            // The mapping table: every held GPADL mapped at once, one more mapping refused before
-            // KMCL (even of a GPADL mapped already: the table is checked first), and a freed
-            // entry taken again.
-            let mut mappings: Vec<_> = held.iter().map(|&h| vsp.map_gpadl(h).unwrap()).collect();
-            assert_eq!(mappings.len(), MAX_MAPPINGS);
-            assert!(matches!(
-                vsp.map_gpadl_read_only(held[0]),
-                Err(Error::TooManyMappings)
-            ));
-            assert!(matches!(
-                vsp.map_gpadl(GpadlHandle::from_raw(0xdead)),
-                Err(Error::TooManyMappings)
-            ));
-            drop(mappings.pop());
-            let again = vsp.map_gpadl(held[MAX_GPADLS - 1]).unwrap();
-            assert_eq!(again.handle(), held[MAX_GPADLS - 1]);
-            drop(again);
-            drop(mappings);
+        // The mapping table: every held GPADL mapped at once, one more mapping refused before
+        // KMCL (even of a GPADL mapped already: the table is checked first), and a freed
+        // entry taken again.
+        let mut mappings: Vec<_> = held.iter().map(|&h| vsp.map_gpadl(h).unwrap()).collect();
+        assert_eq!(mappings.len(), MAX_MAPPINGS);
+        assert!(matches!(
+            vsp.map_gpadl_read_only(held[0]),
+            Err(Error::TooManyMappings)
+        ));
+        assert!(matches!(
+            vsp.map_gpadl(GpadlHandle::from_raw(0xdead)),
+            Err(Error::TooManyMappings)
+        ));
+        drop(mappings.pop());
+        let again = vsp.map_gpadl(held[MAX_GPADLS - 1]).unwrap();
+        assert_eq!(again.handle(), held[MAX_GPADLS - 1]);
+        drop(again);
+        drop(mappings);
 
-            // Closing deletes every GPADL without the cells; a later open makes one GPADL, in a
-            // table entry one of these cells named before: no old cell names it.
-            let vsc = vsc.disable();
-            let filler = vsc.handler();
-            assert!(filler.cells.iter().all(|cell| cell.handle().is_none()));
-            let vsc = vsc.enable().unwrap();
-            bus.run_until_idle();
-            assert!(vsc.is_open());
-            let filler = vsc.handler();
-            let late = filler.late_result.lock().unwrap().take().unwrap().unwrap();
-            assert_eq!(filler.late.handle(), Some(late));
-            assert!(filler.cells.iter().all(|cell| cell.handle().is_none()));
-            drop(vsc);
-            drop(vsp);
-        },
-    );
+        // Closing deletes every GPADL without the cells; a later open makes one GPADL, in a
+        // table entry one of these cells named before: no old cell names it.
+        let vsc = vsc.disable();
+        let filler = vsc.handler();
+        assert!(filler.cells.iter().all(|cell| cell.handle().is_none()));
+        let vsc = vsc.enable().unwrap();
+        bus.run_until_idle();
+        assert!(vsc.is_open());
+        let filler = vsc.handler();
+        let late = filler.late_result.lock().unwrap().take().unwrap().unwrap();
+        assert_eq!(filler.late.handle(), Some(late));
+        assert!(filler.cells.iter().all(|cell| cell.handle().is_none()));
+        drop(vsc);
+        drop(vsp);
+    });
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
 }

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 
 use vmbus_kmcl::channel::{
-    Channel, ChannelSlot, Client, ClientBuilder, Handler, Server, ServerBuilder,
+    Channel, ChannelSlot, Client, ClientBuilder, Handler, OpenView, Role, Server, ServerBuilder,
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
+use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{DeviceRef, Guid};
 use vmbus_kmcl_sim::Bus;
 
@@ -25,6 +26,15 @@ pub fn root(bus: &Bus) -> DeviceRef<'_> {
 pub fn guest(bus: &Bus) -> DeviceRef<'_> {
     // SAFETY: as above.
     unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
+}
+
+/// A handler, for either role, that completes every packet without a response.
+pub struct CompleteAll;
+
+impl<R: Role, K: ChannelBackend> Handler<R, K> for CompleteAll {
+    fn process_packet(&self, _: &OpenView<'_, R, K>, packet: IncomingPacket<'_, K>) {
+        packet.complete_empty();
+    }
 }
 
 /// A server channel from `vsp_slot` offering `interface_type`/`instance`, enabled and started.
