@@ -98,6 +98,55 @@ use vmbus_kmcl_sys::{
 
 use crate::error::{Error, Result};
 
+/// One `unsafe impl` of [`Kmcl`] or [`KmclServer`] for one backend, from the function list of
+/// [`kmcl_functions!`]: every method makes the same kind of call, `by` one of
+///
+/// * `export`: the direct export of the function's C name ([`Linked`]);
+/// * `(entry field)`: the checked table entry of the method's name in `self.field`
+///   (a [`ClientFns`] or [`ServerFns`] of [`ClientInterface`] or [`ServerInterface`]);
+/// * `(referent T)`: the same method of the backend `T` a `&T` refers to.
+///
+/// Each kind of call carries its own SAFETY argument, in its `@call` arm.
+macro_rules! kmcl_impl {
+    (
+        $(#[$attr:meta])*
+        $trait:ident for $backend:ty $(where $t:ident: $bound:ident)?, by $by:tt;
+        $( fn $m:ident = $name:ident($($a:ident: $ty:ty),*) $(-> $r:ty)?; )*
+    ) => {
+        #[allow(
+            clippy::too_many_arguments,
+            reason = "the parameters of the C function, one for one"
+        )]
+        $(#[$attr])*
+        // SAFETY: each method calls the KMCL function of its name, as its `@call` arm argues;
+        // all of them reach one KMCL instance: the one driver this build links, the one
+        // queried table (`from_raw`'s contract) or the referenced backend's.
+        unsafe impl $(<$t: $bound + ?Sized>)? $trait for $backend {
+            $(
+                #[inline]
+                unsafe fn $m(&self, $($a: $ty),*) $(-> $r)? {
+                    kmcl_impl!(@call $by, self, $trait, $m, $name, ($($a),*))
+                }
+            )*
+        }
+    };
+    (@call export, $this:ident, $trait:ident, $m:ident, $name:ident, ($($a:ident),*)) => {
+        // SAFETY: the export of this name is the KMCL function itself, and the caller upholds
+        // its contract (the trait's `# Safety`), which is all the export requires.
+        unsafe { sys::$name($($a),*) }
+    };
+    (@call (entry $field:ident), $this:ident, $trait:ident, $m:ident, $name:ident, ($($a:ident),*)) => {
+        // SAFETY: the entry is the KMCL function of this name (`from_raw`'s contract),
+        // non-NULL (`ClientFns::check` or `ServerFns::check` made the struct holding it), and
+        // the caller upholds its contract.
+        unsafe { ($this.$field.$m)($($a),*) }
+    };
+    (@call (referent $t:ident), $this:ident, $trait:ident, $m:ident, $name:ident, ($($a:ident),*)) => {
+        // SAFETY: the caller upholds the contract, which is the same for `T`.
+        unsafe { <$t as $trait>::$m(*$this, $($a),*) }
+    };
+}
+
 /// Declares, from one list of the KMCL functions: the traits, the function identifiers, the
 /// checked tables and every backend's implementation.
 macro_rules! kmcl_functions {
@@ -255,123 +304,35 @@ macro_rules! kmcl_functions {
             }
         }
 
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
-        // SAFETY: every method calls the direct export of the same name, which is the function
-        // itself; all of them belong to the one KMCL driver this build links.
-        unsafe impl Kmcl for Linked {
-            $(
-                #[inline]
-                unsafe fn $cm(&self, $($ca: $ct),*) $(-> $cr)? {
-                    // SAFETY: the caller upholds the function's contract (this trait's
-                    // `# Safety`), which is all the export requires.
-                    unsafe { sys::$cname($($ca),*) }
-                }
-            )*
+        kmcl_impl! {
+            #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+            Kmcl for Linked, by export;
+            $( fn $cm = $cname($($ca: $ct),*) $(-> $cr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
-        // SAFETY: as for `Kmcl`: each method calls the direct export of its name.
-        unsafe impl KmclServer for Linked {
-            $(
-                #[inline]
-                unsafe fn $sm(&self, $($sa: $st),*) $(-> $sr)? {
-                    // SAFETY: the caller upholds the function's contract (the trait's
-                    // `# Safety`), which is all the export requires.
-                    unsafe { sys::$sname($($sa),*) }
-                }
-            )*
+        kmcl_impl! {
+            #[cfg(any(doc, feature = "vmbkmcl", feature = "vmbkmclr", not(target_os = "windows")))]
+            KmclServer for Linked, by export;
+            $( fn $sm = $sname($($sa: $st),*) $(-> $sr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        // SAFETY: each method calls the table entry of its name; the entries of one queried
-        // table are the functions of one KMCL instance (`from_raw`'s contract).
-        unsafe impl Kmcl for ClientInterface {
-            $(
-                #[inline]
-                unsafe fn $cm(&self, $($ca: $ct),*) $(-> $cr)? {
-                    // SAFETY: the entry is the KMCL function of this name (`from_raw`'s
-                    // contract, non-NULL by `ClientFns::check`) and the caller upholds its
-                    // contract.
-                    unsafe { (self.fns.$cm)($($ca),*) }
-                }
-            )*
+        kmcl_impl! {
+            Kmcl for ClientInterface, by (entry fns);
+            $( fn $cm = $cname($($ca: $ct),*) $(-> $cr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        // SAFETY: each method calls the client part's entry of its name; the entries of one
-        // queried table are the functions of one KMCL instance (`from_raw`'s contract).
-        unsafe impl Kmcl for ServerInterface {
-            $(
-                #[inline]
-                unsafe fn $cm(&self, $($ca: $ct),*) $(-> $cr)? {
-                    // SAFETY: the entry is the KMCL function of this name (`from_raw`'s
-                    // contract, non-NULL by `ClientFns::check`) and the caller upholds its
-                    // contract.
-                    unsafe { (self.client.$cm)($($ca),*) }
-                }
-            )*
+        kmcl_impl! {
+            Kmcl for ServerInterface, by (entry client);
+            $( fn $cm = $cname($($ca: $ct),*) $(-> $cr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        // SAFETY: each method calls the server part's entry of its name, of the same table as
-        // the `Kmcl` methods (`from_raw`'s contract).
-        unsafe impl KmclServer for ServerInterface {
-            $(
-                #[inline]
-                unsafe fn $sm(&self, $($sa: $st),*) $(-> $sr)? {
-                    // SAFETY: the entry is the KMCL function of this name (`from_raw`'s
-                    // contract, non-NULL by `ServerFns::check`) and the caller upholds its
-                    // contract.
-                    unsafe { (self.server.$sm)($($sa),*) }
-                }
-            )*
+        kmcl_impl! {
+            KmclServer for ServerInterface, by (entry server);
+            $( fn $sm = $sname($($sa: $st),*) $(-> $sr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        // SAFETY: forwards every method to the referenced backend, which implements them.
-        unsafe impl<T: Kmcl + ?Sized> Kmcl for &T {
-            $(
-                #[inline]
-                unsafe fn $cm(&self, $($ca: $ct),*) $(-> $cr)? {
-                    // SAFETY: the caller upholds the contract, which is the same for `T`.
-                    unsafe { T::$cm(*self, $($ca),*) }
-                }
-            )*
+        kmcl_impl! {
+            Kmcl for &T where T: Kmcl, by (referent T);
+            $( fn $cm = $cname($($ca: $ct),*) $(-> $cr)?; )*
         }
-
-        #[allow(
-            clippy::too_many_arguments,
-            reason = "the parameters of the C function, one for one"
-        )]
-        // SAFETY: forwards every method to the referenced backend, which implements them.
-        unsafe impl<T: KmclServer + ?Sized> KmclServer for &T {
-            $(
-                #[inline]
-                unsafe fn $sm(&self, $($sa: $st),*) $(-> $sr)? {
-                    // SAFETY: the caller upholds the contract, which is the same for `T`.
-                    unsafe { T::$sm(*self, $($sa),*) }
-                }
-            )*
+        kmcl_impl! {
+            KmclServer for &T where T: KmclServer, by (referent T);
+            $( fn $sm = $sname($($sa: $st),*) $(-> $sr)?; )*
         }
     };
 }
@@ -977,31 +938,65 @@ linked_only! {
     pub struct Linked;
 }
 
-/// Checks a table header against the size and version this crate was built for.
-fn check_header(header: &INTERFACE, size: usize, version: u16) -> Result<()> {
-    if usize::from(header.Size) < size || header.Version != version {
-        return Err(Error::InterfaceTableMismatch {
-            size: header.Size,
-            version: header.Version,
-        });
+/// The one reference that a successful interface query took on its table, released
+/// (`InterfaceDereference(Context)`, nothing when the exporter gave no dereference routine)
+/// when this value is dropped.
+///
+/// # Invariants
+///
+/// `0` is the header of a table a successful interface query filled, whose one reference this
+/// value owns.
+struct TableReference(INTERFACE);
+
+impl TableReference {
+    /// Takes over the reference of a queried table, checks its header against `size` and
+    /// `version`, then its entries with `entries`, and returns the reference with what
+    /// `entries` made of them. On either failure the reference is released (dropped) before
+    /// the error is returned.
+    ///
+    /// # Safety
+    ///
+    /// `header` is the header of a table a successful interface query filled, whose one
+    /// reference the caller hands over.
+    unsafe fn check<T>(
+        header: INTERFACE,
+        size: usize,
+        version: u16,
+        entries: impl FnOnce() -> core::result::Result<T, KmclFunction>,
+    ) -> Result<(Self, T)> {
+        // INVARIANT: the caller hands the reference over.
+        let reference = Self(header);
+        if usize::from(header.Size) < size || header.Version != version {
+            return Err(Error::InterfaceTableMismatch {
+                size: header.Size,
+                version: header.Version,
+            });
+        }
+        let entries = entries().map_err(Error::MissingTableEntry)?;
+        Ok((reference, entries))
     }
-    Ok(())
+
+    /// The exporter's context of the table.
+    fn context(&self) -> PVOID {
+        self.0.Context
+    }
 }
 
-/// Releases the one reference an interface header stands for (`InterfaceDereference(Context)`,
-/// nothing when the exporter gave no dereference routine).
-///
-/// # Safety
-///
-/// `header` is the header of a table a successful interface query filled, whose reference the
-/// caller owns and gives up here.
-unsafe fn dereference(header: &INTERFACE) {
-    if let Some(dereference) = header.InterfaceDereference {
-        // SAFETY: the exporter's dereference routine, called once with its own context for the
-        // reference the caller gives up (this function's contract).
-        unsafe { dereference(header.Context) };
+impl Drop for TableReference {
+    fn drop(&mut self) {
+        if let Some(dereference) = self.0.InterfaceDereference {
+            // SAFETY: the exporter's dereference routine, called once, as the value goes, with
+            // its own context for the reference this value owns (invariant).
+            unsafe { dereference(self.0.Context) };
+        }
     }
 }
+
+// SAFETY: the context is only passed to the exporter's dereference routine, from whichever
+// thread drops the value (the `INTERFACE` contract does not tie it to a thread).
+unsafe impl Send for TableReference {}
+// SAFETY: `&TableReference` only reads the context pointer's value.
+unsafe impl Sync for TableReference {}
 
 /// A queried `KMCL_CLIENT_INTERFACE_V1`: the KMCL functions both endpoints use, reached through
 /// the bus driver's table instead of the exports.
@@ -1012,13 +1007,13 @@ unsafe fn dereference(header: &INTERFACE) {
 /// # Invariants
 ///
 /// Every entry of `fns` is the non-NULL function of that name of one KMCL instance, callable
-/// from any thread; `header` is the table's header, whose one reference this value owns.
+/// from any thread; `header` owns the table's reference.
 ///
 /// # Examples
 ///
 /// See the [module documentation](self).
 pub struct ClientInterface {
-    header: INTERFACE,
+    header: TableReference,
     fns: ClientFns,
 }
 
@@ -1046,53 +1041,27 @@ impl ClientInterface {
     #[doc(alias = "IRP_MN_QUERY_INTERFACE")]
     #[doc(alias = "WdfFdoQueryForInterface")]
     pub unsafe fn from_raw(table: KMCL_CLIENT_INTERFACE_V1) -> Result<Self> {
-        let checked = check_header(
-            &table.InterfaceHeader,
-            core::mem::size_of::<KMCL_CLIENT_INTERFACE_V1>(),
-            KMCL_CLIENT_INTERFACE_VERSION_V1,
-        )
-        .and_then(|()| ClientFns::check(&table).map_err(Error::MissingTableEntry));
-        match checked {
-            // INVARIANT: the entries are non-NULL (checked) KMCL functions (the caller's
-            // contract), and the reference is handed over with the header.
-            Ok(fns) => Ok(Self {
-                header: table.InterfaceHeader,
-                fns,
-            }),
-            Err(error) => {
-                // SAFETY: the header of a successfully queried table whose reference the
-                // caller handed over; it is released once, here, as no value will own it.
-                unsafe { dereference(&table.InterfaceHeader) };
-                Err(error)
-            }
-        }
-    }
-}
-
-impl Drop for ClientInterface {
-    /// Releases the table's reference (`InterfaceDereference(Context)`).
-    fn drop(&mut self) {
-        // SAFETY: the header of a queried table whose reference this value owns (type
-        // invariant) and releases once, as it is dropped.
-        unsafe { dereference(&self.header) };
+        let size = core::mem::size_of::<KMCL_CLIENT_INTERFACE_V1>();
+        let version = KMCL_CLIENT_INTERFACE_VERSION_V1;
+        // SAFETY: a successfully queried table whose reference the caller hands over.
+        let (header, fns) = unsafe {
+            TableReference::check(table.InterfaceHeader, size, version, || {
+                ClientFns::check(&table)
+            })
+        }?;
+        // INVARIANT: the entries are non-NULL (checked) KMCL functions (the caller's contract),
+        // of the table whose reference `header` owns.
+        Ok(Self { header, fns })
     }
 }
 
 impl fmt::Debug for ClientInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientInterface")
-            .field("context", &self.header.Context)
+            .field("context", &self.header.context())
             .finish_non_exhaustive()
     }
 }
-
-// SAFETY: the entries are kernel functions callable from any thread, and the context is only
-// passed to the exporter's dereference routine, from whichever thread drops the value (the
-// `INTERFACE` contract does not tie either to a thread).
-unsafe impl Send for ClientInterface {}
-// SAFETY: `&ClientInterface` only reads the entries and calls them, which KMCL allows from
-// several threads at once.
-unsafe impl Sync for ClientInterface {}
 
 /// A queried `KMCL_SERVER_INTERFACE_V1`: the client table followed by the server-only methods,
 /// for a VSP in the root.
@@ -1103,8 +1072,7 @@ unsafe impl Sync for ClientInterface {}
 /// # Invariants
 ///
 /// Every entry of `client` and `server` is the non-NULL function of that name of one KMCL
-/// instance, callable from any thread; `header` is the table's header, whose one reference this
-/// value owns.
+/// instance, callable from any thread; `header` owns the table's reference.
 ///
 /// # Examples
 ///
@@ -1126,7 +1094,7 @@ unsafe impl Sync for ClientInterface {}
 /// bus.assert_no_leaks();
 /// ```
 pub struct ServerInterface {
-    header: INTERFACE,
+    header: TableReference,
     client: ClientFns,
     server: ServerFns,
 }
@@ -1154,58 +1122,32 @@ impl ServerInterface {
     #[doc(alias = "IRP_MN_QUERY_INTERFACE")]
     #[doc(alias = "WdfFdoQueryForInterface")]
     pub unsafe fn from_raw(table: KMCL_SERVER_INTERFACE_V1) -> Result<Self> {
-        let header = &table.ClientMethods.InterfaceHeader;
-        let checked = check_header(
+        let size = core::mem::size_of::<KMCL_SERVER_INTERFACE_V1>();
+        let version = KMCL_SERVER_INTERFACE_VERSION_V1;
+        // SAFETY: a successfully queried table whose reference the caller hands over.
+        let (header, (client, server)) = unsafe {
+            TableReference::check(table.ClientMethods.InterfaceHeader, size, version, || {
+                let client = ClientFns::check(&table.ClientMethods)?;
+                Ok((client, ServerFns::check(&table.ServerMethods)?))
+            })
+        }?;
+        // INVARIANT: the entries are non-NULL (checked) KMCL functions (the caller's contract),
+        // of the table whose reference `header` owns.
+        Ok(Self {
             header,
-            core::mem::size_of::<KMCL_SERVER_INTERFACE_V1>(),
-            KMCL_SERVER_INTERFACE_VERSION_V1,
-        )
-        .and_then(|()| ClientFns::check(&table.ClientMethods).map_err(Error::MissingTableEntry))
-        .and_then(|client| {
-            ServerFns::check(&table.ServerMethods)
-                .map(|server| (client, server))
-                .map_err(Error::MissingTableEntry)
-        });
-        match checked {
-            // INVARIANT: the entries are non-NULL (checked) KMCL functions (the caller's
-            // contract), and the reference is handed over with the header.
-            Ok((client, server)) => Ok(Self {
-                header: table.ClientMethods.InterfaceHeader,
-                client,
-                server,
-            }),
-            Err(error) => {
-                // SAFETY: the header of a successfully queried table whose reference the
-                // caller handed over; it is released once, here, as no value will own it.
-                unsafe { dereference(header) };
-                Err(error)
-            }
-        }
-    }
-}
-
-impl Drop for ServerInterface {
-    /// Releases the table's reference (`InterfaceDereference(Context)`).
-    fn drop(&mut self) {
-        // SAFETY: the header of a queried table whose reference this value owns (type
-        // invariant) and releases once, as it is dropped.
-        unsafe { dereference(&self.header) };
+            client,
+            server,
+        })
     }
 }
 
 impl fmt::Debug for ServerInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerInterface")
-            .field("context", &self.header.Context)
+            .field("context", &self.header.context())
             .finish_non_exhaustive()
     }
 }
-
-// SAFETY: as for `ClientInterface`: kernel functions callable from any thread, and a context
-// only passed to the exporter's dereference routine.
-unsafe impl Send for ServerInterface {}
-// SAFETY: as for `ClientInterface`: shared use only reads and calls the entries.
-unsafe impl Sync for ServerInterface {}
 
 impl fmt::Display for KmclFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

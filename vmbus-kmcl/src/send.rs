@@ -636,12 +636,6 @@ impl<'c, H: SendCompletion<K>, K: ChannelBackend> OutgoingPacket<'c, H, K> {
     pub fn is_in_storage(&self) -> bool {
         matches!(self.home, Home::Storage(_))
     }
-
-    /// The raw packet handle, for reading; the value keeps owning it (do not send or free it
-    /// through the handle, nor change its pointer or completion routine).
-    pub fn as_raw(&self) -> VMBPACKET {
-        self.raw.as_ptr()
-    }
 }
 
 /// The length of `message` for KMCL, and the paged-buffer IRQL rule.

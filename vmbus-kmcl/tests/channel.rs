@@ -19,7 +19,7 @@ use vmbus_kmcl_sim::{Bus, ChannelState};
 
 #[macro_use]
 mod common;
-use common::{guest, offer, open_pair, root};
+use common::{guest, offer, open_pair, root, with_slots};
 use vmbus_kmcl_sys::nt::PASSIVE_LEVEL;
 
 const TYPE: Guid = guid!("5c3e2a10-7b4d-4e8f-9a01-23456789abcd");
@@ -154,9 +154,8 @@ where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
-    let mut vsp_slot = pin_slot!(ChannelSlot::new(root(bus), server, Recorder::default()));
-    let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(bus), client, Recorder::default()));
-    {
+    let (vsp, vsc) = (Recorder::default(), Recorder::default());
+    with_slots(bus, server, vsp, client, vsc, |mut vsp_slot, vsc_slot| {
         let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE)
             .unwrap()
@@ -174,7 +173,7 @@ where
             Some("Recorder")
         );
 
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+        let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
         vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
         let vsc = vsc.enable().unwrap();
         bus.run_until_idle();
@@ -216,8 +215,8 @@ where
         assert_eq!(vsp.handler().take(), strings(&["suspend", "closed"]));
         drop(vsc);
         drop(vsp);
-    }
-    assert!(vsp_slot.handler().take().is_empty());
+        assert!(vsp_slot.handler().take().is_empty());
+    });
 }
 
 #[test]

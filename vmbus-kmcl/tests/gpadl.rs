@@ -16,7 +16,7 @@ use vmbus_kmcl_sim::{Bus, SimMdl};
 
 #[macro_use]
 mod common;
-use common::{guest, open_pair, root};
+use common::{open_pair, with_slots, CompleteAll};
 
 const TYPE: Guid = guid!("6a1b2c3d-4e5f-4a6b-8c7d-8e9fa0b1c2d3");
 const INSTANCE: Guid = guid!("6a1b2c3d-4e5f-4a6b-8c7d-000000000001");
@@ -113,15 +113,6 @@ impl<K: ChannelBackend> Handler<Client, K> for Vsc<'_> {
 
 static EXTRA: SharedBuffer<4096> = SharedBuffer::new();
 
-/// A server that answers every packet.
-struct Vsp;
-
-impl<K: ChannelBackend> Handler<Server, K> for Vsp {
-    fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
-        packet.complete_empty();
-    }
-}
-
 /// The writable bytes of a sim mapping.
 fn sim_address(mdl: vmbus_kmcl_sys::PMDL) -> NonNull<u8> {
     // SAFETY: the sim MDL of a live mapping; the slice is dropped at once, only its address
@@ -130,30 +121,39 @@ fn sim_address(mdl: vmbus_kmcl_sys::PMDL) -> NonNull<u8> {
     NonNull::new(bytes.as_mut_ptr()).unwrap()
 }
 
-/// Opens a server (handler [`Vsp`]) and a client (handler `handler`) on a fresh bus, runs
+/// Opens a server (handler [`CompleteAll`]) and a client (handler `vsc`) on a fresh bus, runs
 /// `body` with both channels (which it drops), then checks that the client's cell is empty,
 /// that the sim saw no violation and that nothing leaked.
 fn with_pair<'b, S, C>(
     server: S,
     client: C,
-    handler: Vsc<'b>,
-    body: impl for<'s> FnOnce(&'s Bus, Channel<'s, Server, Vsp, S>, Channel<'s, Client, Vsc<'b>, C>),
+    vsc: Vsc<'b>,
+    body: impl for<'s> FnOnce(
+        &'s Bus,
+        Channel<'s, Server, CompleteAll, S>,
+        Channel<'s, Client, Vsc<'b>, C>,
+    ),
 ) where
     S: ChannelBackend + KmclServer,
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, handler));
-        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
-        body(&bus, vsp, vsc);
-        assert_eq!(
-            vsc_slot.handler().gpadl.handle(),
-            None,
-            "no GPADL outlives its channel"
-        );
-    }
+    with_slots(
+        &bus,
+        server,
+        CompleteAll,
+        client,
+        vsc,
+        |vsp_slot, mut vsc_slot| {
+            let (vsp, vsc) = open_pair(&bus, vsp_slot, vsc_slot.as_mut(), TYPE, INSTANCE);
+            body(&bus, vsp, vsc);
+            assert_eq!(
+                vsc_slot.handler().gpadl.handle(),
+                None,
+                "no GPADL outlives its channel"
+            );
+        },
+    );
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
 }
@@ -411,11 +411,9 @@ where
     let bus = Bus::new();
     let buffer = SharedBuffer::<8192>::new();
     buffer.memory().write(0, b"guestmem").unwrap();
-    {
-        let handler = Vsc::new(Share::Buffer(&buffer), GpadlFlags::empty());
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Mapper));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, handler));
-        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    let vsc = Vsc::new(Share::Buffer(&buffer), GpadlFlags::empty());
+    with_slots(&bus, server, Mapper, client, vsc, |vsp_slot, vsc_slot| {
+        let (vsp, vsc) = open_pair(&bus, vsp_slot, vsc_slot, TYPE, INSTANCE);
         let handle = vsc.handler().gpadl.handle().unwrap();
         let mut response = [0u8; 8];
         let request = handle.to_raw().to_le_bytes();
@@ -432,7 +430,7 @@ where
         drop(vsp.map_gpadl(handle).unwrap());
         drop(vsc);
         drop(vsp);
-    }
+    });
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
 }

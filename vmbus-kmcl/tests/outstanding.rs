@@ -15,7 +15,7 @@ use vmbus_kmcl_sim::Bus;
 
 #[macro_use]
 mod common;
-use common::{guest, open_pair, root};
+use common::{open_pair, with_slots};
 
 const TYPE: Guid = guid!("0f0e0d0c-0b0a-4908-8706-050403020100");
 const INSTANCE: Guid = guid!("0f0e0d0c-0b0a-4908-8706-000000000001");
@@ -97,10 +97,9 @@ where
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Quiet));
-        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot.as_mut(), TYPE, INSTANCE);
+    let (vsp, vsc) = (Holder::<S>::new(), Quiet);
+    with_slots(&bus, server, vsp, client, vsc, |mut vsp_slot, vsc_slot| {
+        let (vsp, vsc) = open_pair(&bus, vsp_slot.as_mut(), vsc_slot, TYPE, INSTANCE);
 
         for message in [&b"one"[..], b"two", b"three"] {
             assert_eq!(vsc.try_send(message), Ok(Sent::Queued));
@@ -135,7 +134,7 @@ where
             *holder.delivered.lock().unwrap(),
             [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
         );
-    }
+    });
     assert!(bus.take_violations().is_empty());
     bus.assert_no_leaks();
 }
@@ -146,15 +145,14 @@ where
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Holder::<S>::new()));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Quiet));
-        let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
+    let vsp = Holder::<S>::new();
+    with_slots(&bus, server, vsp, client, Quiet, |vsp_slot, vsc_slot| {
+        let mut vsp = ServerBuilder::allocate(vsp_slot).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE).unwrap();
         let vsp = vsp.enable().unwrap();
         vsp.set_transaction_quota(2).unwrap();
         vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+        let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
         vsc.set_target(TYPE, None).unwrap();
         let vsc = vsc.enable().unwrap();
         bus.run_until_idle();
@@ -186,7 +184,7 @@ where
         );
         drop(vsc);
         drop(vsp);
-    }
+    });
     bus.assert_no_leaks();
 }
 

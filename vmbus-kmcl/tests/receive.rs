@@ -4,19 +4,15 @@
 //! shows that the trampoline, the token and a parsing handler allocate nothing.
 
 use std::cell::Cell;
-use std::pin::pin;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use vmbus_kmcl::channel::{
-    ChannelSlot, Client, ClientBuilder, Handler, OpenView, Server, ServerBuilder,
-};
-use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, Linked, ServerInterface};
+use vmbus_kmcl::channel::{Client, ClientBuilder, Handler, OpenView, Server, ServerBuilder};
+use vmbus_kmcl::dispatch::{ChannelBackend, ClientInterface, KmclServer, ServerInterface};
 use vmbus_kmcl::packet::{
     DeferredPacket, ExternalData, ExternalDataFlags, IncomingPacket, PacketFlags, PayloadError,
 };
-use vmbus_kmcl::{guid, DeviceRef, Error, Guid, NtStatus};
+use vmbus_kmcl::{guid, Error, Guid, NtStatus};
 use vmbus_kmcl_sim::{Bus, SimMdl};
 use vmbus_kmcl_sys::nt::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
 use vmbus_kmcl_sys::{
@@ -30,8 +26,12 @@ const INSTANCE: Guid = guid!("0d1e2f30-4a5b-4c6d-8e7f-000000000002");
 
 // ----- Counting allocations: the shared counting allocator -----
 
+#[macro_use]
+mod common;
 #[path = "common/counting.rs"]
 mod counting;
+
+use common::with_slots;
 
 use counting::{NotCounted, ALLOCATIONS, COUNTING};
 
@@ -285,16 +285,6 @@ impl<K: ChannelBackend> Handler<Client, K> for Vsc {
 
 // ----- Running a scenario on both backends -----
 
-fn root(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: the bus's device objects live as long as the bus, which the reference borrows.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.root_device()).unwrap()) }
-}
-
-fn guest(bus: &Bus) -> DeviceRef<'_> {
-    // SAFETY: as above.
-    unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
-}
-
 /// What a scenario gets: the bus, the two channels and a raw sender.
 struct Run<'a, K: ChannelBackend> {
     bus: &'a Bus,
@@ -313,19 +303,14 @@ where
 {
     let bus = Bus::new();
     let vsp = Vsp::<S>::new(mode);
-    // The backends may be borrowed tables: the slots are pinned locals of this synchronous
-    // function, dropped at its end and never leaked.
-    // SAFETY: as said above, the slot is dropped before the borrows of `S` end.
-    let mut vsp_slot = pin!(unsafe { ChannelSlot::new_borrowing(root(&bus), server, vsp) });
-    // SAFETY: as above.
-    let mut vsc_slot = pin!(unsafe { ChannelSlot::new_borrowing(guest(&bus), client, Vsc) });
-    {
-        let mut vsp = ServerBuilder::allocate(vsp_slot.as_mut()).unwrap();
+    // The backends may be borrowed tables: the slots come from `ChannelSlot::scope`.
+    with_slots(&bus, server, vsp, client, Vsc, |vsp_slot, vsc_slot| {
+        let mut vsp = ServerBuilder::allocate(vsp_slot).unwrap();
         vsp.set_interface_id(TYPE, INSTANCE).unwrap();
         vsp.set_incoming_processing_at_passive(passive);
         let vsp = vsp.enable().unwrap();
         vsp.start();
-        let mut vsc = ClientBuilder::allocate(vsc_slot.as_mut()).unwrap();
+        let mut vsc = ClientBuilder::allocate(vsc_slot).unwrap();
         vsc.set_target(TYPE, Some(INSTANCE)).unwrap();
         let vsc = vsc.enable().unwrap();
         bus.run_until_idle();
@@ -344,25 +329,13 @@ where
         bus.run_until_idle();
         drop(vsc);
         drop(vsp);
-    }
-    bus.assert_no_leaks();
-}
-
-/// Runs `$check` with the linked exports and with the interface tables.
-macro_rules! both_backends {
-    ($($check:ident => $linked:ident, $tables:ident;)*) => {$(
-        #[test]
-        fn $linked() {
-            $check(Linked, Linked);
-        }
-        #[test]
-        fn $tables() {
-            $check(server_table(), client_table());
-        }
-    )*};
+        // Checked with the slots still alive: a channel left in one counts.
+        bus.assert_no_leaks();
+    });
 }
 
 both_backends! {
+    tables: server_table(), client_table();
     complete_with_and_without_a_response => complete_linked, complete_tables;
     fail_reaches_the_sender_and_stops_the_queue => fail_linked, fail_tables;
     dropping_an_unanswered_packet_fails_it => drop_linked, drop_tables;
@@ -595,14 +568,7 @@ fn truncated_guest_payloads_are_typed_errors<S: ChannelBackend + KmclServer, C: 
 )]
 fn the_receive_path_allocates_nothing() {
     run(server_table(), client_table(), Mode::Parse, false, |run| {
-        // The counter counts: one copy made inside a counted callback is seen.
-        COUNTING.with(|c| c.set(true));
-        let seen = vec![1u8];
-        COUNTING.with(|c| c.set(false));
-        assert_eq!(ALLOCATIONS.with(Cell::get), 1);
-        drop(seen);
-
-        ALLOCATIONS.with(|n| n.set(0));
+        counting::check_the_counter_and_reset();
         for id in 0..16 {
             let reply = (run.request)(Request { id, value: id }.as_bytes()).unwrap();
             assert_eq!(reply[..4], id.to_le_bytes());

@@ -12,7 +12,7 @@ use vmbus_kmcl::{guid, Result};
 use vmbus_kmcl_sim::Bus;
 
 mod common;
-use common::{guest, offer, open_pair, root};
+use common::{guest, offer, open_pair, root, CompleteAll};
 
 struct Counting<'b> {
     hits: &'b AtomicU32,
@@ -110,14 +110,6 @@ impl<K: ChannelBackend> Handler<Client, K> for Overwritable {
     }
 }
 
-struct Sink;
-
-impl<K: ChannelBackend> Handler<Server, K> for Sink {
-    fn process_packet(&self, _: &OpenView<'_, Server, K>, packet: IncomingPacket<'_, K>) {
-        packet.complete_empty();
-    }
-}
-
 /// A GPADL cell behind interior mutability can be overwritten while it holds a GPADL. The
 /// channel keeps its GPADLs in a table of the crate, which the cell only names by index and
 /// generation: the closed trampoline still finds and deletes the GPADL, and follows nothing
@@ -125,7 +117,7 @@ impl<K: ChannelBackend> Handler<Server, K> for Sink {
 #[test]
 fn an_overwritten_gpadl_cell_does_not_break_the_closed_cleanup() {
     let bus = Bus::new();
-    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, Sink));
+    let mut vsp_slot = pin!(ChannelSlot::new(root(&bus), Linked, CompleteAll));
     let handler = Overwritable {
         place: Mutex::new(Place::Cell(GpadlCell::new())),
     };

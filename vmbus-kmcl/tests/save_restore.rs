@@ -17,7 +17,7 @@ use vmbus_kmcl_sim::Bus;
 
 #[macro_use]
 mod common;
-use common::{guest, root};
+use common::with_slots;
 
 const TYPE: Guid = guid!("7b2c3d4e-5f60-4b7c-8d9e-0f1a2b3c4d5e");
 const INSTANCE: Guid = guid!("7b2c3d4e-5f60-4b7c-8d9e-000000000001");
@@ -128,12 +128,11 @@ where
 {
     let bus = Bus::new();
     let mut chunks: Vec<Vec<u8>> = Vec::new();
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp::default()));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
-        let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
+    let (vsp, vsc) = (Vsp::default(), Vsc::default());
+    with_slots(&bus, server, vsp, client, vsc, |vsp_slot, vsc_slot| {
+        let mut vsp = server_builder(vsp_slot).enable().unwrap();
         vsp.start();
-        let vsc = open_client(&bus, vsc_slot.as_mut());
+        let vsc = open_client(&bus, vsc_slot);
 
         // Three packets in flight: the ring is full, so they wait on the channel's queue.
         assert!(bus.set_ring_full(vsp.as_raw(), true));
@@ -186,12 +185,11 @@ where
 
         drop(vsc);
         drop(vsp); // the queued packets are cancelled and freed
-    }
+    });
     assert_eq!(bus.take_violations(), Vec::<String>::new());
 
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Vsp::default()));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
+    let (vsp, vsc) = (Vsp::default(), Vsc::default());
+    with_slots(&bus, server, vsp, client, vsc, |mut vsp_slot, vsc_slot| {
         let mut builder = server_builder(vsp_slot.as_mut());
         // Chunks out of order are refused.
         assert!(matches!(builder.restore(&chunks[1]), Err(Error::Status(_))));
@@ -207,7 +205,7 @@ where
         }
         let vsp = builder.enable().unwrap();
         vsp.start();
-        let vsc = open_client(&bus, vsc_slot.as_mut());
+        let vsc = open_client(&bus, vsc_slot);
         // The restored transactions resume on the new channel, in order.
         assert_eq!(
             *vsc.handler().received.lock().unwrap(),
@@ -234,7 +232,7 @@ where
                 b"tag-2\0".to_vec()
             ]
         );
-    }
+    });
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
 }
@@ -269,12 +267,11 @@ where
     C: ChannelBackend,
 {
     let bus = Bus::new();
-    {
-        let mut vsp_slot = pin_slot!(ChannelSlot::new(root(&bus), server, Refuser));
-        let mut vsc_slot = pin_slot!(ChannelSlot::new(guest(&bus), client, Vsc::default()));
-        let mut vsp = server_builder(vsp_slot.as_mut()).enable().unwrap();
+    let vsc = Vsc::default();
+    with_slots(&bus, server, Refuser, client, vsc, |vsp_slot, vsc_slot| {
+        let mut vsp = server_builder(vsp_slot).enable().unwrap();
         vsp.start();
-        let vsc = open_client(&bus, vsc_slot.as_mut());
+        let vsc = open_client(&bus, vsc_slot);
         assert!(bus.set_ring_full(vsp.as_raw(), true));
         send_waiting(server, vsp.as_raw(), b"x");
         let mut save = vsp.save().unwrap();
@@ -286,7 +283,7 @@ where
         drop(save);
         drop(vsc);
         drop(vsp);
-    }
+    });
     assert_eq!(bus.take_violations(), Vec::<String>::new());
     bus.assert_no_leaks();
 }

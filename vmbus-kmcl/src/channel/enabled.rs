@@ -10,10 +10,9 @@ use super::builder::ChannelBuilder;
 use super::handler::Handler;
 use super::ops::ChannelOps;
 use super::slot::ChannelSlot;
-use super::{Client, MmioSpace, Role, Sent};
+use super::{Client, MmioSpace, Role};
 use crate::dispatch::ChannelBackend;
 use crate::error::Result;
-use crate::guid::Guid;
 
 /// An enabled channel: offered (server) or opening/open (client), with its handler receiving
 /// KMCL's callbacks.
@@ -137,11 +136,8 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
         Ok(())
     }
 
-    /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
-    #[doc(alias = "VmbChannelGetInterfaceInstance")]
-    pub fn interface_instance(&self) -> Guid {
-        self.ops.interface_instance()
-    }
+    shared_channel_methods!(properties);
+    shared_channel_methods!(flow);
 
     /// The MMIO space reserved for the device (`VmbChannelGetMmioSpace`), or `None` while the
     /// channel is not open (before the handler accepted the open, and from the start of the
@@ -158,35 +154,6 @@ impl<'s, R: Role, H: Handler<R, K>, K: ChannelBackend> Channel<'s, R, H, K> {
     /// Whether the channel is open: the handler accepted the open and `closed` has not started.
     pub fn is_open(&self) -> bool {
         self.slot.shared().open.load(Ordering::Acquire)
-    }
-
-    /// Caps the incoming packets delivered but not completed
-    /// (`VmbChannelSetTransactionQuota`). Lowering it below the packets outstanding only holds
-    /// deliveries back until enough are completed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BelowMinimum`](crate::Error::BelowMinimum) for 0, before any call.
-    #[doc(alias = "VmbChannelSetTransactionQuota")]
-    pub fn set_transaction_quota(&self, quota: u32) -> Result<()> {
-        self.ops.set_transaction_quota(quota)
-    }
-
-    /// Chooses PASSIVE_LEVEL (true) or any level up to DISPATCH_LEVEL (false) for incoming
-    /// processing (`VmbChannelSetIncomingProcessingAtPassive`).
-    #[doc(alias = "VmbChannelSetIncomingProcessingAtPassive")]
-    pub fn set_incoming_processing_at_passive(&self, passive: bool) {
-        self.ops.set_incoming_processing_at_passive(passive);
-    }
-
-    /// Sends `message` without waiting; see [`OpenView::try_send`](super::OpenView::try_send).
-    ///
-    /// # Errors
-    ///
-    /// As for [`OpenView::try_send`](super::OpenView::try_send).
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn try_send(&self, message: &[u8]) -> Result<Sent> {
-        self.ops.try_send(message)
     }
 
     /// The live channel and its backend (for the send path).

@@ -437,16 +437,17 @@ const CELL_BUSY: u64 = u64::MAX;
 /// module reaches, so the closed trampoline never follows anything a driver can overwrite.
 struct GpadlEntry {
     state: AtomicU8,
-    /// Bumped each time the entry is freed, so that a cell's reference to an earlier GPADL of
-    /// the entry no longer matches.
-    generation: AtomicU32,
+    /// The ticket of the entry's GPADL: drawn from [`NEXT_TICKET`] when it is made, 0 from the
+    /// moment the entry is freed, so that a cell naming an earlier GPADL of the entry no
+    /// longer matches.
+    ticket: AtomicU64,
     /// The address of the channel the GPADL was made on.
     channel: AtomicUsize,
     handle: AtomicU32,
 }
 
-/// Every GPADL that client channels hold. A [`GpadlCell`] refers to its entry by index and
-/// generation, numbers that are checked before use, never followed as pointers.
+/// Every GPADL that client channels hold. A [`GpadlCell`] names its GPADL by ticket, a number
+/// that is looked up in the table, never followed as a pointer.
 static GPADLS: [GpadlEntry; MAX_GPADLS] = {
     #[allow(
         clippy::declare_interior_mutable_const,
@@ -454,40 +455,43 @@ static GPADLS: [GpadlEntry; MAX_GPADLS] = {
     )]
     const UNUSED: GpadlEntry = GpadlEntry {
         state: AtomicU8::new(FREE),
-        generation: AtomicU32::new(0),
+        ticket: AtomicU64::new(0),
         channel: AtomicUsize::new(0),
         handle: AtomicU32::new(0),
     };
     [UNUSED; MAX_GPADLS]
 };
 
-/// A cell's reference to entry `index` in `generation` (0 is no entry).
-fn pack(index: usize, generation: u32) -> u64 {
-    // CAST: `index` is below `MAX_GPADLS`, far below `u32::MAX`.
-    (u64::from(generation) << 32) | (index as u64 + 1)
+/// The ticket of the next GPADL made: one number per GPADL for the life of the driver, so a
+/// cell can only ever name the GPADL it made. A ticket repeats (or becomes 0 or [`CELL_BUSY`])
+/// only after the counter wraps, 2^64 − 1 GPADL creations after the driver loaded; a stale
+/// cell could then name a newer GPADL (of its own channel only: deletion also compares the
+/// channel), or look empty or busy. It is a plain counter, lock-free on the 64-bit targets
+/// the crate builds for.
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+
+/// The entry whose GPADL has ticket `ticket`, if one has (0 and [`CELL_BUSY`] name none).
+fn entry_of(ticket: u64) -> Option<&'static GpadlEntry> {
+    if ticket == 0 || ticket == CELL_BUSY {
+        return None;
+    }
+    GPADLS
+        .iter()
+        .find(|entry| entry.ticket.load(Ordering::Relaxed) == ticket)
 }
 
-/// The entry and generation a cell's reference names, if it names one of the table.
-fn unpack(reference: u64) -> Option<(&'static GpadlEntry, u32)> {
-    // CAST: the low half is the index plus one; the high half the generation.
-    let index = (reference as u32 as usize).checked_sub(1)?;
-    // CAST: as above.
-    let generation = (reference >> 32) as u32;
-    GPADLS.get(index).map(|entry| (entry, generation))
-}
-
-/// Deletes the GPADL of `entry` if it is live on `channel` (and, given `generation`, still the
-/// one of that generation); returns whether it did.
+/// Deletes the GPADL of `entry` if it is live on `channel` (and, given `ticket`, still the
+/// GPADL of that ticket); returns whether it did.
 fn delete_entry<K: Kmcl>(
     entry: &GpadlEntry,
-    generation: Option<u32>,
+    ticket: Option<u64>,
     kmcl: K,
     channel: VMBCHANNEL,
 ) -> bool {
     // CAST: addresses only, compared.
     let ours = |entry: &GpadlEntry| {
         entry.channel.load(Ordering::Relaxed) == channel as usize
-            && generation.is_none_or(|g| entry.generation.load(Ordering::Relaxed) == g)
+            && ticket.is_none_or(|t| entry.ticket.load(Ordering::Relaxed) == t)
     };
     if !ours(entry)
         || entry
@@ -506,7 +510,7 @@ fn delete_entry<K: Kmcl>(
     // SAFETY: a live entry of `channel` holds a GPADL made on it, and `channel` is live (the
     // caller holds a view of it); the LIVE to BUSY exchange above makes this the only delete.
     unsafe { kmcl.channel_delete_gpadl(channel, handle) };
-    entry.generation.fetch_add(1, Ordering::Relaxed);
+    entry.ticket.store(0, Ordering::Relaxed);
     entry.state.store(FREE, Ordering::Release);
     true
 }
@@ -543,11 +547,14 @@ impl GpadlList {
 ///
 /// A cell holds one GPADL at a time; it can hold another after the first is deleted, also on
 /// a later channel of the same slot. The GPADL is recorded in a table of at most
-/// [`MAX_GPADLS`] entries that the closed trampoline walks; the cell only names its entry, so
-/// a cell that is dropped or overwritten while it holds a GPADL leaves the cleanup intact.
+/// [`MAX_GPADLS`] entries that the closed trampoline walks; the cell only holds the GPADL's
+/// ticket, a number unique to it among the first 2^64 − 1 GPADLs the driver makes, so a cell
+/// that is dropped or overwritten while it holds a GPADL leaves the cleanup intact, and a cell
+/// whose GPADL was deleted without it (by the closed trampoline) never names the GPADL that
+/// reuses the entry.
 /// `'b` is invariant, so a cell cannot be reborrowed with a shorter-lived buffer.
 pub struct GpadlCell<'b> {
-    /// The entry of the GPADL (see `pack`), 0 for none, `CELL_BUSY` during a creation.
+    /// The ticket of the GPADL (see `NEXT_TICKET`), 0 for none, `CELL_BUSY` during a creation.
     entry: AtomicU64,
     _memory: PhantomData<fn(&'b ()) -> &'b ()>,
 }
@@ -561,18 +568,19 @@ impl<'b> GpadlCell<'b> {
         }
     }
 
-    /// The live entry the cell names, with its generation.
-    fn live(&self) -> Option<(&'static GpadlEntry, u32)> {
-        let (entry, generation) = unpack(self.entry.load(Ordering::Acquire))?;
+    /// The live entry the cell names.
+    fn live(&self) -> Option<&'static GpadlEntry> {
+        let ticket = self.entry.load(Ordering::Acquire);
+        let entry = entry_of(ticket)?;
         (entry.state.load(Ordering::Acquire) == LIVE
-            && entry.generation.load(Ordering::Relaxed) == generation)
-            .then_some((entry, generation))
+            && entry.ticket.load(Ordering::Relaxed) == ticket)
+            .then_some(entry)
     }
 
     /// The GPADL the cell holds, if any.
     pub fn handle(&self) -> Option<GpadlHandle> {
         self.live()
-            .map(|(entry, _)| GpadlHandle(entry.handle.load(Ordering::Relaxed)))
+            .map(|entry| GpadlHandle(entry.handle.load(Ordering::Relaxed)))
     }
 
     /// Checks that this cell lies inside the slot of `channel`.
@@ -643,9 +651,10 @@ impl<'b> GpadlCell<'b> {
         entry.handle.store(handle, Ordering::Relaxed);
         // CAST: the address only, compared by `delete_entry`.
         entry.channel.store(channel as usize, Ordering::Relaxed);
-        let generation = entry.generation.load(Ordering::Relaxed);
+        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+        entry.ticket.store(ticket, Ordering::Relaxed);
         entry.state.store(LIVE, Ordering::Release);
-        self.entry.store(pack(index, generation), Ordering::Release);
+        self.entry.store(ticket, Ordering::Release);
         Ok(GpadlHandle(handle))
     }
 
@@ -746,16 +755,16 @@ impl<'b> GpadlCell<'b> {
 
     fn delete_on<K: ChannelBackend>(&self, ops: &ChannelOps<Client, K>) -> bool {
         // Only the channel the GPADL was made on deletes it (`delete_entry` compares).
-        let reference = self.entry.load(Ordering::Acquire);
-        let Some((entry, generation)) = unpack(reference) else {
+        let ticket = self.entry.load(Ordering::Acquire);
+        let Some(entry) = entry_of(ticket) else {
             return false;
         };
-        let deleted = delete_entry(entry, Some(generation), ops.kmcl(), ops.raw());
+        let deleted = delete_entry(entry, Some(ticket), ops.kmcl(), ops.raw());
         if deleted {
             // The cell is empty again, unless a creation through it has begun meanwhile.
             let _ = self
                 .entry
-                .compare_exchange(reference, 0, Ordering::AcqRel, Ordering::Relaxed);
+                .compare_exchange(ticket, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
         deleted
     }

@@ -190,48 +190,14 @@ impl<R: Role, K: ChannelBackend> OpenView<'_, R, K> {
         &self.ops
     }
 
-    /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
-    #[doc(alias = "VmbChannelGetInterfaceInstance")]
-    pub fn interface_instance(&self) -> crate::Guid {
-        self.ops.interface_instance()
-    }
+    shared_channel_methods!(properties);
+    shared_channel_methods!(flow);
 
     /// The MMIO space the server reserved for the device (`VmbChannelGetMmioSpace`).
     #[doc(alias = "VmbChannelGetMmioSpace")]
     pub fn mmio_space(&self) -> super::MmioSpace {
         // SAFETY: every callback with this view runs while the channel is open.
         unsafe { self.ops.mmio_space() }
-    }
-
-    /// Caps the incoming packets delivered but not completed
-    /// (`VmbChannelSetTransactionQuota`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BelowMinimum`](crate::Error::BelowMinimum) for 0, before any call.
-    #[doc(alias = "VmbChannelSetTransactionQuota")]
-    pub fn set_transaction_quota(&self, quota: u32) -> Result<()> {
-        self.ops.set_transaction_quota(quota)
-    }
-
-    /// Chooses PASSIVE_LEVEL for incoming processing
-    /// (`VmbChannelSetIncomingProcessingAtPassive`).
-    #[doc(alias = "VmbChannelSetIncomingProcessingAtPassive")]
-    pub fn set_incoming_processing_at_passive(&self, passive: bool) {
-        self.ops.set_incoming_processing_at_passive(passive);
-    }
-
-    /// Sends `message` without waiting (`VmbChannelSendSynchronousRequest` with a zero
-    /// timeout and no completion requested): [`Sent::RingFull`](super::Sent::RingFull) when
-    /// the ring has no room, which queued nothing. Any IRQL up to DISPATCH_LEVEL.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LengthTooLarge`](crate::Error::LengthTooLarge) for a message longer than
-    /// `u32::MAX` bytes; the failing status of the call.
-    #[doc(alias = "VmbChannelSendSynchronousRequest")]
-    pub fn try_send(&self, message: &[u8]) -> Result<super::Sent> {
-        self.ops.try_send(message)
     }
 }
 
@@ -280,22 +246,7 @@ impl<K: ChannelBackend> PostStartedView<'_, Client, K> {
 }
 
 impl<R: Role, K: ChannelBackend> StoppedView<'_, R, K> {
-    /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
-    #[doc(alias = "VmbChannelGetInterfaceInstance")]
-    pub fn interface_instance(&self) -> crate::Guid {
-        self.ops.interface_instance()
-    }
-
-    /// Caps the incoming packets delivered but not completed
-    /// (`VmbChannelSetTransactionQuota`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BelowMinimum`](crate::Error::BelowMinimum) for 0, before any call.
-    #[doc(alias = "VmbChannelSetTransactionQuota")]
-    pub fn set_transaction_quota(&self, quota: u32) -> Result<()> {
-        self.ops.set_transaction_quota(quota)
-    }
+    shared_channel_methods!(properties);
 }
 
 impl<R, K> core::fmt::Debug for OpenView<'_, R, K> {

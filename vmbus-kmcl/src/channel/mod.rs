@@ -97,6 +97,53 @@ use vmbus_kmcl_sys::{
     VMBUS_SERVER_CHANNEL_INIT_FLAG_TLNPI_PROVIDER_OFFER,
 };
 
+/// Declares the methods that an enabled [`Channel`] and its callback views share, each
+/// forwarding to the value's `ops` (the live channel, an [`ops::ChannelOps`]): `properties` on
+/// all of them, `flow` on the channel and the views of an open channel.
+macro_rules! shared_channel_methods {
+    (properties) => {
+        /// The channel's interface instance GUID (`VmbChannelGetInterfaceInstance`).
+        #[doc(alias = "VmbChannelGetInterfaceInstance")]
+        pub fn interface_instance(&self) -> crate::Guid {
+            self.ops.interface_instance()
+        }
+
+        /// Caps the incoming packets delivered but not completed
+        /// (`VmbChannelSetTransactionQuota`). Lowering it below the packets outstanding only
+        /// holds deliveries back until enough are completed.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::BelowMinimum`](crate::Error::BelowMinimum) for 0, before any call.
+        #[doc(alias = "VmbChannelSetTransactionQuota")]
+        pub fn set_transaction_quota(&self, quota: u32) -> crate::Result<()> {
+            self.ops.set_transaction_quota(quota)
+        }
+    };
+    (flow) => {
+        /// Chooses PASSIVE_LEVEL (true) or any level up to DISPATCH_LEVEL (false) for incoming
+        /// processing (`VmbChannelSetIncomingProcessingAtPassive`).
+        #[doc(alias = "VmbChannelSetIncomingProcessingAtPassive")]
+        pub fn set_incoming_processing_at_passive(&self, passive: bool) {
+            self.ops.set_incoming_processing_at_passive(passive);
+        }
+
+        /// Sends `message` without waiting (`VmbChannelSendSynchronousRequest` with a zero
+        /// timeout and no completion requested):
+        /// [`Sent::RingFull`](crate::channel::Sent::RingFull) when the ring has no room, which
+        /// queued nothing. Any IRQL up to DISPATCH_LEVEL.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::LengthTooLarge`](crate::Error::LengthTooLarge) for a message longer than
+        /// `u32::MAX` bytes; the failing status of the call.
+        #[doc(alias = "VmbChannelSendSynchronousRequest")]
+        pub fn try_send(&self, message: &[u8]) -> crate::Result<crate::channel::Sent> {
+            self.ops.try_send(message)
+        }
+    };
+}
+
 mod builder;
 mod enabled;
 pub mod gpadl;

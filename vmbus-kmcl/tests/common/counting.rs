@@ -33,6 +33,17 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// Shows that the counter counts (one allocation made while counting is seen), then sets the
+/// count back to 0 for the measure that follows.
+pub fn check_the_counter_and_reset() {
+    COUNTING.with(|c| c.set(true));
+    let seen = vec![1u8];
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCATIONS.with(Cell::get), 1);
+    drop(seen);
+    ALLOCATIONS.with(|n| n.set(0));
+}
+
 /// Pauses counting while the sim (KMCL) itself runs.
 pub struct NotCounted(bool);
 

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 
 use vmbus_kmcl::channel::{
-    Channel, ChannelSlot, Client, ClientBuilder, Handler, Server, ServerBuilder,
+    Channel, ChannelSlot, Client, ClientBuilder, Handler, OpenView, Role, Server, ServerBuilder,
 };
 use vmbus_kmcl::dispatch::{ChannelBackend, KmclServer};
+use vmbus_kmcl::packet::IncomingPacket;
 use vmbus_kmcl::{DeviceRef, Guid};
 use vmbus_kmcl_sim::Bus;
 
@@ -25,6 +26,15 @@ pub fn root(bus: &Bus) -> DeviceRef<'_> {
 pub fn guest(bus: &Bus) -> DeviceRef<'_> {
     // SAFETY: as above.
     unsafe { DeviceRef::from_raw(NonNull::new(bus.guest_device()).unwrap()) }
+}
+
+/// A handler, for either role, that completes every packet without a response.
+pub struct CompleteAll;
+
+impl<R: Role, K: ChannelBackend> Handler<R, K> for CompleteAll {
+    fn process_packet(&self, _: &OpenView<'_, R, K>, packet: IncomingPacket<'_, K>) {
+        packet.complete_empty();
+    }
 }
 
 /// A server channel from `vsp_slot` offering `interface_type`/`instance`, enabled and started.
@@ -67,13 +77,49 @@ where
     (vsp, vsc)
 }
 
+/// Runs `f` on a server slot (`server`, handler `vsp`, on the bus's root device) and a client
+/// slot (`client`, handler `vsc`, on its guest device), each from [`ChannelSlot::scope`], so
+/// the handlers and backends may borrow (the interface tables of [`both_backends`], a local
+/// buffer). The client slot is dropped first, then the server slot, both before this returns.
+pub fn with_slots<'b, HS, S, HC, C, R>(
+    bus: &'b Bus,
+    server: S,
+    vsp: HS,
+    client: C,
+    vsc: HC,
+    f: impl FnOnce(Pin<&mut ChannelSlot<'b, HS, S>>, Pin<&mut ChannelSlot<'b, HC, C>>) -> R,
+) -> R
+where
+    S: ChannelBackend,
+    C: ChannelBackend,
+{
+    ChannelSlot::scope(root(bus), server, vsp, |vsp_slot| {
+        ChannelSlot::scope(guest(bus), client, vsc, |vsc_slot| f(vsp_slot, vsc_slot))
+    })
+}
+
 /// Defines two tests running `$scenario(server, client)`: `$linked` with the linked exports,
 /// `$tables` with the sim's interface tables (checked for leaks afterwards).
+///
+/// The list form, `tables: $server, $client; $check => $linked, $tables; ...`, defines the two
+/// tests for each `$check`, the second with the tables `$server` and `$client` (expressions,
+/// evaluated in each test, such as a binary's own `'static` tables).
 #[allow(
     unused_macros,
     reason = "each test binary uses a different subset of the helpers"
 )]
 macro_rules! both_backends {
+    (tables: $server:expr, $client:expr; $($check:ident => $linked:ident, $tables:ident;)*) => {$(
+        #[test]
+        fn $linked() {
+            $check(vmbus_kmcl::dispatch::Linked, vmbus_kmcl::dispatch::Linked);
+        }
+
+        #[test]
+        fn $tables() {
+            $check($server, $client);
+        }
+    )*};
     ($linked:ident, $tables:ident, $scenario:expr) => {
         #[test]
         fn $linked() {
@@ -94,27 +140,5 @@ macro_rules! both_backends {
             drop((server, client));
             bus.assert_no_leaks();
         }
-    };
-}
-
-/// `pin_slot!(ChannelSlot::new(device, kmcl, handler))`: a slot whose handler or backend may
-/// borrow (the interface tables of [`both_backends`], a local buffer), pinned as a temporary
-/// of the enclosing block like [`core::pin::pin!`].
-///
-/// Only for synchronous test functions: there the pinned temporary cannot be moved out or
-/// forgotten and is dropped at the end of its block, before the borrows it holds end, which
-/// is the promise `ChannelSlot::new_borrowing` asks for.
-#[allow(
-    unused_macros,
-    reason = "each test binary uses a different subset of the helpers"
-)]
-macro_rules! pin_slot {
-    (ChannelSlot::new($device:expr, $kmcl:expr, $handler:expr $(,)?)) => {
-        ::core::pin::pin!({
-            let (device, kmcl, handler) = ($device, $kmcl, $handler);
-            // SAFETY: the slot is a pinned temporary of a synchronous function's block (see
-            // the macro's docs): it is dropped, never leaked, before its borrows end.
-            unsafe { vmbus_kmcl::channel::ChannelSlot::new_borrowing(device, kmcl, handler) }
-        })
     };
 }
