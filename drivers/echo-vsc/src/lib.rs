@@ -203,12 +203,12 @@ fn completed(outcome: Outcome) -> Result<usize, EchoError> {
 }
 
 impl<K: ChannelBackend> Handler<Client, K> for EchoVsc<'_> {
-    /// Shares the page as soon as the channel is open (without the read-only flag: see the
-    /// VSP's GPADL read).
+    /// Shares the page read-only as soon as the channel is open: the server only reads it
+    /// (the flag is a hint to the host, not a protection; the VSC keeps writing its page).
     fn opened(&self, channel: &OpenView<'_, Client, K>) -> vmbus_kmcl::Result<()> {
         self.state.store(PENDING, Ordering::Release);
         self.gpadl
-            .create(channel, self.page, GpadlFlags::empty())
+            .create(channel, self.page, GpadlFlags::READ_ONLY)
             .map(|_| ())
     }
 

@@ -194,9 +194,9 @@ impl<M: MapSystem> EchoVsp<M> {
     }
 
     /// Copies `out.len()` bytes at `offset` of the client's GPADL, mapped for the copy;
-    /// `None` when the GPADL is unknown or the range is outside it. The mapping is a write
-    /// mapping although the VSP only reads, so a GPADL the client shared read-only is
-    /// refused too.
+    /// `None` when the GPADL is unknown or the range is outside it. The mapping is read-only
+    /// (the VSP never writes the client's memory), so a GPADL shared with or without the
+    /// read-only flag is served.
     fn read_gpadl<K: ChannelBackend + KmclServer + Copy>(
         &self,
         channel: &OpenView<'_, Server, K>,
@@ -204,7 +204,7 @@ impl<M: MapSystem> EchoVsp<M> {
         offset: u32,
         out: &mut [u8],
     ) -> Option<()> {
-        let mapping = channel.map_gpadl(gpadl).ok()?;
+        let mapping = channel.map_gpadl_read_only(gpadl).ok()?;
         let memory = self.mapper.memory(&mapping)?;
         // CAST: u32 to usize, lossless on the driver targets.
         memory.read(offset as usize, out).ok()
