@@ -26,10 +26,23 @@ pub struct UNICODE_STRING {
     pub Buffer: *const u16,
 }
 
+const _: () = assert!(size_of::<UNICODE_STRING>() == 0x10);
+const _: () = assert!(offset_of!(UNICODE_STRING, MaximumLength) == 0x02);
+const _: () = assert!(offset_of!(UNICODE_STRING, Buffer) == 0x08);
+
 impl UNICODE_STRING {
     /// A string over a `'static` UTF-16 literal.
+    ///
+    /// # Panics
+    ///
+    /// When `text` has more bytes than a `u16` counts; the glue calls it only to initialise
+    /// constants, where that is a compile error.
     pub const fn of(text: &'static [u16]) -> Self {
-        // CAST: driver names are a few dozen characters.
+        assert!(
+            text.len() <= (u16::MAX / 2) as usize,
+            "too long for a UNICODE_STRING"
+        );
+        // CAST: at most u16::MAX, checked above.
         let bytes = (text.len() * 2) as u16;
         Self {
             Length: bytes,
@@ -135,6 +148,9 @@ impl IO_STATUS_BLOCK {
         }
     }
 }
+
+const _: () = assert!(size_of::<IO_STATUS_BLOCK>() == 0x10);
+const _: () = assert!(offset_of!(IO_STATUS_BLOCK, Information) == 0x08);
 
 /// An I/O request packet (`IRP`): the system buffer, the status and the current stack location.
 #[repr(C)]
@@ -365,6 +381,7 @@ impl KEVENT {
 }
 
 const _: () = assert!(size_of::<KEVENT>() == 0x18);
+const _: () = assert!(core::mem::align_of::<KEVENT>() == 8);
 
 /// `NotificationEvent`: stays signalled until reset.
 pub const NOTIFICATION_EVENT: u32 = 0;
