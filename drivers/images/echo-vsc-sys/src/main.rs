@@ -12,7 +12,8 @@
 //!   import: the image links only `ntoskrnl.exe`, and `hal.dll` on aarch64) and queues a work
 //!   item that waits for the version negotiation and runs [`ECHOES`] checked echoes, half
 //!   inline and half through the shared page, reporting to the kernel debugger. A failure to
-//!   open fails the start; a failed echo is only reported (the device stays started).
+//!   open fails the start; a failed echo is only reported (the device stays started). A start
+//!   of a device that is already started keeps its session.
 //! * Stop, surprise removal and removal wait for the work item, close the channel, release the
 //!   interface and free the page; removal then detaches and deletes the FDO.
 #![no_std]
@@ -258,9 +259,9 @@ type Open = Channel<'static, Client, Vsc, Kmcl>;
 /// `fdo`, `lower`, `work` and `kind` are written by AddDevice before the PnP manager sends the
 /// device any IRP, and never change. The four session cells are touched by PnP IRPs (which
 /// the PnP manager sends one at a time per device), and by the self-test work item between
-/// `queued` being set and `idle` being signalled, during which PnP code leaves them alone:
-/// [`close`] waits for `idle` before it touches them, and [`start`] queues the work item only
-/// after writing them. The session borrows itself (the slot borrows `interface` and `page`,
+/// `started` being set and `idle` being signalled, during which PnP code leaves them alone:
+/// [`close`] waits for `idle` before it touches them, [`start`] queues the work item only
+/// after writing them and does not write them again while `started` is set. The session borrows itself (the slot borrows `interface` and `page`,
 /// the channel the slot), so the cells are emptied in that order: channel, slot, interface,
 /// page.
 struct Fdo {
@@ -268,8 +269,9 @@ struct Fdo {
     lower: PDEVICE_OBJECT,
     work: *mut wdm::IO_WORKITEM,
     kind: Guid,
-    /// Set while the work item is queued or running.
-    queued: AtomicBool,
+    /// Set from a successful [`start`] (which queued the work item) until [`close`]: the
+    /// session is open, and `idle` is signalled once the work item is done with it.
+    started: AtomicBool,
     /// Asks the work item to stop early.
     stop: AtomicBool,
     /// Signalled when the work item is done.
@@ -377,8 +379,8 @@ fn query_client_interface(
 /// stored in the extension; on failure the caller runs [`close`], which drops what exists.
 fn open_session(fdo: &'static Fdo) -> Result<(), (NtStatus, &'static str)> {
     let page = PoolPage::allocate().ok_or((NtStatus::INSUFFICIENT_RESOURCES, "shared page"))?;
-    // SAFETY: PnP code with no work item queued (see `Fdo`); the page stays there until
-    // `close`, after the channel that shares it.
+    // SAFETY: PnP code while `started` is clear, so no work item uses the cells (see `Fdo`);
+    // the page stays there until `close`, after the channel that shares it.
     let page: &'static SharedPage = unsafe { (*fdo.page.get()).insert(page) }.get();
     let table =
         query_client_interface(fdo.fdo, fdo.kind).map_err(|s| (s, "IRP_MN_QUERY_INTERFACE"))?;
@@ -408,13 +410,21 @@ fn open_session(fdo: &'static Fdo) -> Result<(), (NtStatus, &'static str)> {
 
 /// After the lower drivers started the device: open the session and queue the self-test.
 fn start(fdo: &'static Fdo) -> NtStatus {
+    if fdo.started.load(Ordering::Acquire) {
+        // A start of a started device: the PnP manager sends one after a driver of the stack
+        // reported changed resource requirements. The session uses no hardware resources, so
+        // it stays; opening another would free the page under the open channel and the
+        // running work item.
+        log!("started again; the open session is kept");
+        return NtStatus::SUCCESS;
+    }
     if let Err((status, step)) = open_session(fdo) {
         log!("start failed at {step}: {status}");
         close(fdo);
         return status;
     }
     fdo.stop.store(false, Ordering::Relaxed);
-    fdo.queued.store(true, Ordering::Release);
+    fdo.started.store(true, Ordering::Release);
     // SAFETY: the extension's event, not waited on while no work item is queued.
     unsafe { wdm::KeInitializeEvent(fdo.idle.get(), wdm::NOTIFICATION_EVENT, 0) };
     // SAFETY: the work item AddDevice allocated, not queued (`close` waited for the last
@@ -494,7 +504,7 @@ unsafe extern "system" fn self_test(_device: PDEVICE_OBJECT, context: PVOID) {
 /// Ends the session: stops and waits for the self-test, then empties the cells in order
 /// (channel, slot, interface, page). Nothing happens for what does not exist.
 fn close(fdo: &Fdo) {
-    if fdo.queued.swap(false, Ordering::AcqRel) {
+    if fdo.started.swap(false, Ordering::AcqRel) {
         fdo.stop.store(true, Ordering::Release);
         // SAFETY: the event of the queued work item, at PASSIVE_LEVEL, no timeout.
         unsafe {
@@ -663,7 +673,7 @@ unsafe extern "system" fn add_device(driver: *mut DRIVER_OBJECT, pdo: PDEVICE_OB
         lower,
         work,
         kind,
-        queued: AtomicBool::new(false),
+        started: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         idle: UnsafeCell::new(wdm::KEVENT::zeroed()),
         page: UnsafeCell::new(None),
