@@ -11,6 +11,7 @@
     reason = "WDM names, for grep-ability against the documentation"
 )]
 
+use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
 
 use vmbus_kmcl_sys::{GUID, HANDLE, INTERFACE, NTSTATUS, PDEVICE_OBJECT, PVOID};
@@ -393,6 +394,128 @@ pub const KERNEL_MODE: i8 = 0;
 pub const DELAYED_WORK_QUEUE: u32 = 1;
 /// `NonPagedPoolNx`.
 pub const NON_PAGED_POOL_NX: u32 = 512;
+
+/// A remove lock (`IO_REMOVE_LOCK`) as a free build lays it out: only its common block (the
+/// `Removed` flag, the count of holders and the event the last one signals); opaque. The
+/// kernel routines take its size and use the debug block only when given the larger size of a
+/// checked build.
+#[repr(C, align(8))]
+pub struct IO_REMOVE_LOCK {
+    _common: [u8; 0x20],
+}
+
+const _: () = assert!(size_of::<IO_REMOVE_LOCK>() == 0x20);
+
+/// `sizeof(IO_REMOVE_LOCK)` of a free build, the last argument of every remove-lock routine
+/// (the `IoAcquireRemoveLock` family of macros passes it).
+// CAST: 32 bytes.
+const REMOVE_LOCK_SIZE: u32 = size_of::<IO_REMOVE_LOCK>() as u32;
+
+/// The remove lock of a device object, in its device extension: I/O that reaches the driver
+/// below holds it, and the removal waits until nothing does before it detaches and deletes
+/// the device.
+pub struct RemoveLock(UnsafeCell<IO_REMOVE_LOCK>);
+
+impl RemoveLock {
+    /// Storage for [`RemoveLock::initialize`] to set up.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(IO_REMOVE_LOCK { _common: [0; 0x20] }))
+    }
+
+    /// Sets the lock up (`IoInitializeRemoveLock`): not removed, nobody holding it.
+    ///
+    /// # Safety
+    ///
+    /// The lock is at the address it keeps for its whole life (it holds a kernel event) and
+    /// nothing has acquired it or can yet: call it once, before the device can receive I/O.
+    pub unsafe fn initialize(&self, tag: u32) {
+        // SAFETY: storage of the size given, at its final address, used by nothing yet (the
+        // caller's promise); the tag and limits matter to checked kernels only.
+        unsafe { IoInitializeRemoveLockEx(self.0.get(), tag, 0, 0, REMOVE_LOCK_SIZE) };
+    }
+
+    /// Holds the lock for `irp` (`IoAcquireRemoveLock`); `STATUS_DELETE_PENDING` once the
+    /// removal has waited for it. Any IRQL up to DISPATCH_LEVEL.
+    ///
+    /// # Safety
+    ///
+    /// [`RemoveLock::initialize`] set the lock up, and the device object holding it is not
+    /// freed (an IRP being dispatched to it keeps it allocated).
+    pub unsafe fn acquire(&self, irp: *mut IRP) -> Result<RemoveLockGuard<'_>, NTSTATUS> {
+        // SAFETY: an initialised lock (the caller's promise); the IRP only tags the hold (for
+        // checked kernels); the file and line are those the free-build macro passes.
+        let status = unsafe {
+            IoAcquireRemoveLockEx(
+                self.0.get(),
+                irp.cast(),
+                c"".as_ptr().cast(),
+                1,
+                REMOVE_LOCK_SIZE,
+            )
+        };
+        if status < 0 {
+            Err(status)
+        } else {
+            Ok(RemoveLockGuard { lock: self, irp })
+        }
+    }
+}
+
+/// A hold on a [`RemoveLock`], released when dropped (`IoReleaseRemoveLock`), or by
+/// [`RemoveLockGuard::release_and_wait`] in the removal.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct RemoveLockGuard<'a> {
+    lock: &'a RemoveLock,
+    irp: *mut IRP,
+}
+
+impl RemoveLockGuard<'_> {
+    /// Releases this hold and waits until nobody else holds the lock, which from then on
+    /// refuses every acquire (`IoReleaseRemoveLockAndWait`). PASSIVE_LEVEL: the removal,
+    /// after it passed `IRP_MN_REMOVE_DEVICE` down and before it detaches and deletes the
+    /// device.
+    pub fn release_and_wait(self) {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: a hold this guard owns, released here instead of by `drop` (the guard is
+        // not dropped); the lock is initialised (`acquire` succeeded on it).
+        unsafe {
+            IoReleaseRemoveLockAndWaitEx(this.lock.0.get(), this.irp.cast(), REMOVE_LOCK_SIZE)
+        };
+    }
+}
+
+impl Drop for RemoveLockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the hold this guard owns, released once; the lock is initialised (`acquire`
+        // succeeded on it).
+        unsafe { IoReleaseRemoveLockEx(self.lock.0.get(), self.irp.cast(), REMOVE_LOCK_SIZE) };
+    }
+}
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "system" {
+    /// Sets a remove lock up; `size` says free or checked layout.
+    fn IoInitializeRemoveLockEx(
+        lock: *mut IO_REMOVE_LOCK,
+        tag: u32,
+        max_locked_minutes: u32,
+        high_watermark: u32,
+        size: u32,
+    );
+    /// Takes a hold on a remove lock: STATUS_SUCCESS, or STATUS_DELETE_PENDING after the
+    /// removal. The file and line are for checked kernels.
+    fn IoAcquireRemoveLockEx(
+        lock: *mut IO_REMOVE_LOCK,
+        tag: PVOID,
+        file: *const u8,
+        line: u32,
+        size: u32,
+    ) -> NTSTATUS;
+    /// Drops a hold.
+    fn IoReleaseRemoveLockEx(lock: *mut IO_REMOVE_LOCK, tag: PVOID, size: u32);
+    /// Drops a hold, marks the lock removed and waits until no hold is left. PASSIVE_LEVEL.
+    fn IoReleaseRemoveLockAndWaitEx(lock: *mut IO_REMOVE_LOCK, tag: PVOID, size: u32);
+}
 
 /// The attributes of an object to open (`OBJECT_ATTRIBUTES`).
 #[repr(C)]

@@ -15,7 +15,8 @@
 //!   open fails the start; a failed echo is only reported (the device stays started). A start
 //!   of a device that is already started keeps its session.
 //! * Stop, surprise removal and removal wait for the work item, close the channel, release the
-//!   interface and free the page; removal then detaches and deletes the FDO.
+//!   interface and free the page; removal then waits for the IRPs on their way down (each holds
+//!   the FDO's remove lock), detaches and deletes the FDO.
 #![no_std]
 #![no_main]
 
@@ -42,7 +43,7 @@ mod rt;
 #[path = "../../glue/wdm.rs"]
 mod wdm;
 
-use wdm::{DRIVER_OBJECT, IRP, UNICODE_STRING};
+use wdm::{RemoveLockGuard, DRIVER_OBJECT, IRP, UNICODE_STRING};
 
 /// The echoes the work item runs after each start (half inline, half through the GPADL).
 const ECHOES: u32 = 128;
@@ -50,7 +51,7 @@ const ECHOES: u32 = 128;
 const POLLS: u32 = 1000;
 /// One poll: 10 ms, relative (negative), in 100 ns units.
 const POLL_100NS: i64 = -100_000;
-/// The pool tag of the shared page ("EVsc" in a dump).
+/// The pool tag of the shared page and of the remove lock ("EVsc" in a dump).
 const TAG: u32 = u32::from_le_bytes(*b"EVsc");
 
 /// `STATUS_DEVICE_CONFIGURATION_ERROR`.
@@ -256,19 +257,26 @@ type Open = Channel<'static, Client, Vsc, Kmcl>;
 
 /// The FDO's device extension.
 ///
-/// `fdo`, `lower`, `work` and `kind` are written by AddDevice before the PnP manager sends the
-/// device any IRP, and never change. The four session cells are touched by PnP IRPs (which
-/// the PnP manager sends one at a time per device), and by the self-test work item between
-/// `started` being set and `idle` being signalled, during which PnP code leaves them alone:
-/// [`close`] waits for `idle` before it touches them, [`start`] queues the work item only
-/// after writing them and does not write them again while `started` is set. The session borrows itself (the slot borrows `interface` and `page`,
-/// the channel the slot), so the cells are emptied in that order: channel, slot, interface,
-/// page.
+/// `fdo`, `lower`, `work`, `kind` and `remove_lock` are set up by AddDevice before the PnP
+/// manager sends the device any IRP; the first four never change. Every IRP this driver
+/// passes down to `lower` holds `remove_lock`, and the removal waits for those holds before it
+/// detaches from `lower` and deletes the device: power and WMI IRPs are not serialised with
+/// the PnP ones.
+///
+/// The four session cells are touched by PnP IRPs (which the PnP manager sends one at a time
+/// per device), and by the self-test work item between `started` being set and `idle` being
+/// signalled, during which PnP code leaves them alone: [`close`] waits for `idle` before it
+/// touches them, [`start`] queues the work item only after writing them and does not write
+/// them again while `started` is set. The session borrows itself (the slot borrows
+/// `interface` and `page`, the channel the slot), so the cells are emptied in that order:
+/// channel, slot, interface, page.
 struct Fdo {
     fdo: PDEVICE_OBJECT,
     lower: PDEVICE_OBJECT,
     work: *mut wdm::IO_WORKITEM,
     kind: Guid,
+    /// Held by every IRP on its way to `lower`.
+    remove_lock: wdm::RemoveLock,
     /// Set from a successful [`start`] (which queued the work item) until [`close`]: the
     /// session is open, and `idle` is signalled once the work item is done with it.
     started: AtomicBool,
@@ -294,8 +302,30 @@ const _: () = assert!(core::mem::align_of::<Fdo>() <= 8);
 unsafe fn extension(device: PDEVICE_OBJECT) -> &'static Fdo {
     // SAFETY: a device object of this driver (the caller's promise).
     let extension = unsafe { (*device.cast::<wdm::DEVICE_OBJECT>()).DeviceExtension };
-    // SAFETY: AddDevice wrote an `Fdo` there before any IRP could arrive.
+    // SAFETY: AddDevice wrote an `Fdo` there and set up its remove lock before it returned;
+    // no IRP reaches a device before its AddDevice returned (the PnP manager sends the new
+    // stack nothing before, the assumption every WDM function driver makes).
     unsafe { &*extension.cast::<Fdo>() }
+}
+
+/// Holds `fdo`'s remove lock for `irp`. Once the removal has waited for the lock, completes
+/// `irp` with `STATUS_DELETE_PENDING` instead and returns that, for the dispatch routine to
+/// return.
+///
+/// # Safety
+///
+/// `irp` is an IRP dispatched to `fdo`'s device, which this driver owns and has not completed;
+/// after `Err` it is completed and must not be touched.
+unsafe fn hold(fdo: &'static Fdo, irp: *mut IRP) -> Result<RemoveLockGuard<'static>, NTSTATUS> {
+    // SAFETY: AddDevice set the lock up (see `extension`). The device object, and the lock in
+    // its extension, stay allocated while an IRP is dispatched to it even after the removal
+    // deleted it: the PnP manager, the power manager and WMI send their IRPs to the top of
+    // the stack through a reference (`IoGetAttachedDeviceReference`) they drop only after.
+    match unsafe { fdo.remove_lock.acquire(irp) } {
+        Ok(held) => Ok(held),
+        // SAFETY: the caller's IRP, not completed yet; completed here and not touched after.
+        Err(status) => Err(unsafe { wdm::complete(irp, status) }),
+    }
 }
 
 /// Asks the bus driver for the KMCL client interface table: an `IRP_MN_QUERY_INTERFACE` to
@@ -528,34 +558,50 @@ fn close(fdo: &Fdo) {
     unsafe { *fdo.page.get() = None };
 }
 
-/// Passes `irp` down unchanged, with `status` set first when given.
+/// Passes `irp` down unchanged, with `status` set first when given; `_held` is the hold on the
+/// remove lock that keeps `fdo.lower` attached during the call (released by the caller after).
 ///
 /// # Safety
 ///
-/// `irp` is an IRP of `fdo`'s device that this driver owns and does not touch after.
-unsafe fn pass_down(fdo: &Fdo, irp: *mut IRP, status: Option<NtStatus>) -> NTSTATUS {
+/// `irp` is an IRP dispatched to `fdo`'s device, which this driver owns, has not completed and
+/// does not touch after.
+unsafe fn pass_down(
+    fdo: &Fdo,
+    irp: *mut IRP,
+    status: Option<NtStatus>,
+    _held: &RemoveLockGuard<'_>,
+) -> NTSTATUS {
     if let Some(status) = status {
-        // SAFETY: the caller's IRP.
+        // SAFETY: the caller's IRP, still its own (not completed, not sent).
         unsafe { (*irp).IoStatus.Status = status.into() };
     }
-    // SAFETY: as above, sent down next.
+    // SAFETY: as above; the call below sends it down at once, and this driver set no
+    // completion routine that would need its own stack location.
     unsafe { wdm::IoSkipCurrentIrpStackLocation(irp) };
-    // SAFETY: the device this FDO is attached to, with the skipped IRP.
+    // SAFETY: `lower` is the device AddDevice attached to, still attached while the remove lock
+    // is held; the IRP is skipped, so the driver below gets this driver's stack location.
     unsafe { wdm::IofCallDriver(fdo.lower, irp) }
 }
 
 /// `IRP_MJ_PNP`.
 unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
-    // SAFETY: the I/O manager sends this driver's IRPs to its FDOs, which exist until the
-    // removal below deletes them.
+    // SAFETY: the I/O manager sends this driver's IRPs only to its FDOs, each set up by
+    // AddDevice; a deleted one stays allocated while an IRP is dispatched to it.
     let fdo = unsafe { extension(device) };
-    // SAFETY: an IRP the I/O manager hands over, with our current stack location.
+    // SAFETY: the IRP the I/O manager hands over, not completed.
+    let held = match unsafe { hold(fdo, irp) } {
+        Ok(held) => held,
+        Err(status) => return status,
+    };
+    // SAFETY: the IRP the I/O manager hands over, its current stack location this driver's.
     let stack = unsafe { (*irp).CurrentStackLocation };
     // SAFETY: as above.
     let minor = unsafe { (*stack).MinorFunction };
     match minor {
         wdm::IRP_MN_START_DEVICE => {
-            // SAFETY: PASSIVE_LEVEL (PnP); our IRP, forwarded and waited for.
+            // SAFETY: PASSIVE_LEVEL (PnP); the IRP is this driver's and goes to the attached
+            // device (the lock is held); the routine returns once the drivers below completed
+            // it, and the IRP is this driver's again.
             let forwarded = unsafe { wdm::IoForwardIrpSynchronously(fdo.lower, irp) };
             let status = if forwarded == 0 {
                 NtStatus::UNSUCCESSFUL
@@ -568,24 +614,34 @@ unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: *mut IRP) ->
             } else {
                 start(fdo)
             };
-            // SAFETY: our IRP, not completed yet.
+            // SAFETY: the IRP came back completed by the drivers below, so it is this driver's
+            // to complete, once, here (the hold is released after, by `held`'s drop; it only
+            // uses the IRP's address as a tag).
             unsafe { wdm::complete(irp, status.into()) }
         }
         wdm::IRP_MN_STOP_DEVICE | wdm::IRP_MN_SURPRISE_REMOVAL => {
             close(fdo);
-            // SAFETY: our IRP.
-            unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS)) }
+            // SAFETY: the dispatched IRP, neither completed nor sent yet.
+            unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS), &held) }
         }
         wdm::IRP_MN_REMOVE_DEVICE => {
             close(fdo);
             let (me, lower, work) = (fdo.fdo, fdo.lower, fdo.work);
-            // SAFETY: our IRP.
-            let status = unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS)) };
-            // SAFETY: the device AddDevice attached to.
+            // SAFETY: the dispatched IRP, neither completed nor sent yet.
+            let status = unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS), &held) };
+            // Every power or WMI IRP still on its way down holds the lock: wait for them; any
+            // later one is completed with STATUS_DELETE_PENDING and never reaches `lower`.
+            held.release_and_wait();
+            // SAFETY: the device AddDevice attached to, which no IRP of this driver is being
+            // sent to any more (the lock is removed).
             unsafe { wdm::IoDetachDevice(lower) };
-            // SAFETY: the work item of this device, not queued (`close` waited for it).
+            // SAFETY: the work item of this device, not queued: `close` waited for the routine
+            // to signal `idle`, its last access to the item's context, and a routine may free
+            // its own item, so the I/O manager no longer uses it once the routine runs.
             unsafe { wdm::IoFreeWorkItem(work) };
-            // SAFETY: this FDO, which nothing uses any more (`fdo` is not used after).
+            // SAFETY: this FDO, detached and with nothing left that uses its extension (`fdo`
+            // is not used after); memory a late IRP's sender still references stays until
+            // that reference goes.
             unsafe { wdm::IoDeleteDevice(me) };
             status
         }
@@ -593,11 +649,12 @@ unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: *mut IRP) ->
         | wdm::IRP_MN_CANCEL_STOP_DEVICE
         | wdm::IRP_MN_QUERY_REMOVE_DEVICE
         | wdm::IRP_MN_CANCEL_REMOVE_DEVICE => {
-            // SAFETY: our IRP.
-            unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS)) }
+            // SAFETY: the dispatched IRP, neither completed nor sent yet.
+            unsafe { pass_down(fdo, irp, Some(NtStatus::SUCCESS), &held) }
         }
-        // SAFETY: our IRP.
-        _ => unsafe { pass_down(fdo, irp, None) },
+        // SAFETY: the dispatched IRP, neither completed nor sent yet; its status is left as
+        // the PnP manager or a driver above set it.
+        _ => unsafe { pass_down(fdo, irp, None, &held) },
     }
 }
 
@@ -605,10 +662,20 @@ unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: *mut IRP) ->
 unsafe extern "system" fn dispatch_power(device: PDEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
     // SAFETY: as in `dispatch_pnp`.
     let fdo = unsafe { extension(device) };
-    // SAFETY: our IRP, sent down next.
+    // SAFETY: the IRP the power manager hands over, not completed. Since Windows Vista a
+    // power IRP completed without being passed down needs no PoStartNextPowerIrp.
+    let held = match unsafe { hold(fdo, irp) } {
+        Ok(held) => held,
+        Err(status) => return status,
+    };
+    // SAFETY: the dispatched IRP, neither completed nor sent yet; sent down at once below,
+    // without a completion routine.
     unsafe { wdm::IoSkipCurrentIrpStackLocation(irp) };
-    // SAFETY: the device this FDO is attached to, with the skipped IRP.
-    unsafe { wdm::PoCallDriver(fdo.lower, irp) }
+    // SAFETY: the device AddDevice attached to, still attached while `held` lives (until this
+    // routine returns); the IRP is skipped, so the driver below gets this driver's location.
+    let status = unsafe { wdm::PoCallDriver(fdo.lower, irp) };
+    drop(held);
+    status
 }
 
 /// `IRP_MJ_SYSTEM_CONTROL` (WMI): not this driver's; passed down.
@@ -618,8 +685,13 @@ unsafe extern "system" fn dispatch_system_control(
 ) -> NTSTATUS {
     // SAFETY: as in `dispatch_pnp`.
     let fdo = unsafe { extension(device) };
-    // SAFETY: our IRP.
-    unsafe { pass_down(fdo, irp, None) }
+    // SAFETY: the IRP WMI hands over, not completed.
+    let held = match unsafe { hold(fdo, irp) } {
+        Ok(held) => held,
+        Err(status) => return status,
+    };
+    // SAFETY: the dispatched IRP, neither completed nor sent yet; its status is left as is.
+    unsafe { pass_down(fdo, irp, None, &held) }
 }
 
 /// AddDevice: the FDO, attached on top of `pdo`.
@@ -665,14 +737,13 @@ unsafe extern "system" fn add_device(driver: *mut DRIVER_OBJECT, pdo: PDEVICE_OB
         unsafe { wdm::IoDeleteDevice(device) };
         return NO_SUCH_DEVICE.into();
     }
-    // SAFETY: a device object IoCreateDevice made; nothing else uses it before AddDevice
-    // returns (it is still initialising).
-    let object = unsafe { &mut *device.cast::<wdm::DEVICE_OBJECT>() };
+    let object = device.cast::<wdm::DEVICE_OBJECT>();
     let fdo = Fdo {
         fdo: device,
         lower,
         work,
         kind,
+        remove_lock: wdm::RemoveLock::new(),
         started: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         idle: UnsafeCell::new(wdm::KEVENT::zeroed()),
@@ -681,11 +752,20 @@ unsafe extern "system" fn add_device(driver: *mut DRIVER_OBJECT, pdo: PDEVICE_OB
         slot: UnsafeCell::new(None),
         channel: UnsafeCell::new(None),
     };
+    // SAFETY: the device object IoCreateDevice returned; its `DeviceExtension` field is read
+    // alone (no reference to the rest of the kernel's object).
+    let extension = unsafe { (*object).DeviceExtension }.cast::<Fdo>();
     // SAFETY: the extension IoCreateDevice allocated with the size of `Fdo` (its memory is
-    // pointer aligned, and `Fdo` needs no more), written before any IRP can arrive.
-    unsafe { object.DeviceExtension.cast::<Fdo>().write(fdo) };
-    object.Flags |= wdm::DO_POWER_PAGABLE;
-    object.Flags &= !wdm::DO_DEVICE_INITIALIZING;
+    // pointer aligned, and `Fdo` needs no more), unused until AddDevice returns.
+    unsafe { extension.write(fdo) };
+    // SAFETY: the lock in the extension, which stays at that address until the device is
+    // deleted; set up once, here, before AddDevice returns and any IRP can hold it.
+    unsafe { (*extension).remove_lock.initialize(TAG) };
+    // SAFETY: the device object's `Flags`, which only this driver writes while the device is
+    // initialising; the field alone is accessed.
+    unsafe { (*object).Flags |= wdm::DO_POWER_PAGABLE };
+    // SAFETY: as above; from here the I/O manager may send the device IRPs.
+    unsafe { (*object).Flags &= !wdm::DO_DEVICE_INITIALIZING };
     NtStatus::SUCCESS.into()
 }
 
