@@ -214,6 +214,10 @@ macro_rules! kmcl_functions {
             clippy::too_many_arguments,
             reason = "the parameters of the C function, one for one"
         )]
+        #[diagnostic::on_unimplemented(
+            message = "`{Self}` cannot make server channels: it reaches only the client-side KMCL",
+            note = "a server channel needs `Linked` (feature `vmbkmclr`) or a queried `ServerInterface`"
+        )]
         pub unsafe trait KmclServer: Kmcl {
             $(
                 $(#[$smeta])*
