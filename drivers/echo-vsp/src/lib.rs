@@ -16,7 +16,7 @@
 //! 4. [`save`] and [`offer_restored`]: the channel state through KMCL's save protocol into
 //!    caller storage, and a fresh channel restored from it.
 //!
-//! With the feature `sim`, [`sim::SimMapper`] is the emulator's [`MapSystem`] (the one
+//! With the feature `sim`, `sim::SimMapper` is the emulator's [`MapSystem`] (the one
 //! `unsafe` block of the crate, in that module only; without the feature the crate forbids
 //! `unsafe`).
 #![no_std]
