@@ -215,7 +215,7 @@ macro_rules! kmcl_functions {
             reason = "the parameters of the C function, one for one"
         )]
         #[diagnostic::on_unimplemented(
-            message = "`{Self}` cannot make server channels: it reaches only the client-side KMCL",
+            message = "`{Self}` does not reach the root-side KMCL functions a server channel needs",
             note = "a server channel needs `Linked` (feature `vmbkmclr`) or a queried `ServerInterface`"
         )]
         pub unsafe trait KmclServer: Kmcl {
